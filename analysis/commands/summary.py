@@ -1,0 +1,23 @@
+"""``python -m analysis summary RUN``: what a run folder holds, as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from analysis.runfolder import load_run
+from analysis.summary import run_summary
+
+NAME = "summary"
+HELP = "Print a run folder's summary (items per modality, pairs, negatives per pair, dim, tau) as JSON."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add this command's arguments."""
+    parser.add_argument("run", help="run folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the summary."""
+    print(json.dumps(run_summary(load_run(args.run)), indent=2))
+    return 0

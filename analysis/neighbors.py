@@ -1,0 +1,331 @@
+"""Exact nearest neighbours by inner product (cosine on L2-normalised rows), through faiss.
+
+The search runs in blocks of queries so that the (block, k) result and faiss's scratch memory stay
+bounded whatever the number of queries. ``target_ranks`` gives the exact rank of one target per query
+among a whole corpus (retrieval ranks), also blocked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+
+def flat_index(corpus: np.ndarray) -> faiss.IndexFlatIP:
+    """Build an exact inner-product index over ``corpus`` (M, D) float32."""
+    corpus = np.ascontiguousarray(corpus, dtype=np.float32)
+    index = faiss.IndexFlatIP(corpus.shape[1])
+    index.add(corpus)
+    return index
+
+
+def knn(
+    queries: np.ndarray,
+    corpus: np.ndarray | faiss.Index,
+    k: int,
+    *,
+    block_size: int = 4096,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` neighbours of each query by inner product.
+
+    Parameters
+    ----------
+    queries : numpy.ndarray
+        (Q, D) float32.
+    corpus : numpy.ndarray or faiss.Index
+        (M, D) float32 rows, or an index already built over them.
+    k : int
+        Neighbours per query (clipped to M).
+    block_size : int
+        Queries searched at once.
+    progress : callable, optional
+        Called with the fraction done after each block.
+
+    Returns
+    -------
+    sims : numpy.ndarray
+        (Q, k) float32 similarities, descending.
+    ids : numpy.ndarray
+        (Q, k) int64 corpus row ids.
+    """
+    index = corpus if isinstance(corpus, faiss.Index) else flat_index(corpus)
+    k = min(int(k), index.ntotal)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    n = queries.shape[0]
+    sims = np.empty((n, k), dtype=np.float32)
+    ids = np.empty((n, k), dtype=np.int64)
+    for start in range(0, n, block_size):
+        stop = min(start + block_size, n)
+        sims[start:stop], ids[start:stop] = index.search(queries[start:stop], k)
+        if progress is not None:
+            progress(stop / n)
+    return sims, ids
+
+
+def count_above(
+    queries: np.ndarray,
+    corpus: np.ndarray,
+    thresholds: np.ndarray,
+    *,
+    block_size: int = 1024,
+    progress: Callable[[float], None] | None = None,
+) -> np.ndarray:
+    """How many corpus rows each query scores strictly above its own threshold (an exact rank).
+
+    ``1 + count_above(q, corpus, sim(q, target))`` is the 1-based rank of ``target`` among ``corpus``
+    for query ``q`` when ``target`` is not itself a corpus row (subtract it and any other rows to leave out).
+
+    Parameters
+    ----------
+    queries : numpy.ndarray
+        (Q, D) float32.
+    corpus : numpy.ndarray
+        (M, D) float32.
+    thresholds : numpy.ndarray
+        (Q,) similarity each query's count is taken above.
+    block_size : int
+        Queries scored at once (a (block, M) float32 matrix is held).
+    progress : callable, optional
+        Called with the fraction done after each block.
+
+    Returns
+    -------
+    numpy.ndarray
+        (Q,) int64 counts.
+    """
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    corpus = np.ascontiguousarray(corpus, dtype=np.float32)
+    thresholds = np.asarray(thresholds, dtype=np.float32)
+    n = queries.shape[0]
+    counts = np.zeros(n, dtype=np.int64)
+    for start in range(0, n, block_size):
+        stop = min(start + block_size, n)
+        sims = queries[start:stop] @ corpus.T
+        counts[start:stop] = np.count_nonzero(sims > thresholds[start:stop, None], axis=1)
+        if progress is not None:
+            progress(stop / max(n, 1))
+    return counts
+
+
+def hnsw_index(corpus: np.ndarray, *, m: int = 32, ef_construction: int = 64) -> faiss.IndexHNSWFlat:
+    """Build an approximate inner-product HNSW index over ``corpus`` (M, D) float32.
+
+    Parameters
+    ----------
+    corpus : numpy.ndarray
+        (M, D) float32 rows.
+    m : int
+        Links per node (higher: better recall, more memory, slower build).
+    ef_construction : int
+        Candidate list size while building.
+    """
+    corpus = np.ascontiguousarray(corpus, dtype=np.float32)
+    index = faiss.IndexHNSWFlat(corpus.shape[1], int(m), faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = int(ef_construction)
+    index.add(corpus)
+    return index
+
+
+def knn_graph(
+    vectors: np.ndarray,
+    k: int,
+    *,
+    method: str = "exact",
+    ef_search: int | None = None,
+    block_size: int = 4096,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest neighbours of every row among the other rows (each row itself excluded).
+
+    Parameters
+    ----------
+    vectors : numpy.ndarray
+        (N, D) float32 rows, L2-normalised for cosine similarity.
+    k : int
+        Neighbours per row (clipped to N - 1).
+    method : {"exact", "hnsw"}
+        Exact search (faiss flat index) or approximate search over an HNSW graph (faster for large N).
+    ef_search : int, optional
+        HNSW search depth (default ``max(2 * k, 64)``); ignored for exact search.
+    block_size : int
+        Rows searched at once.
+    progress : callable, optional
+        Called with the fraction done (building an HNSW index counts as the first half).
+
+    Returns
+    -------
+    sims : numpy.ndarray
+        (N, k) float32 inner products, descending along each row.
+    ids : numpy.ndarray
+        (N, k) int64 row ids, never the row itself (-1 where an approximate search found too few).
+    """
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n = vectors.shape[0]
+    k = max(0, min(int(k), n - 1))
+    if k == 0:
+        return np.empty((n, 0), dtype=np.float32), np.empty((n, 0), dtype=np.int64)
+    if method == "exact":
+        index: faiss.Index = flat_index(vectors)
+        report = progress
+    elif method == "hnsw":
+        if progress is not None:
+            progress(0.0)
+        index = hnsw_index(vectors)
+        index.hnsw.efSearch = int(ef_search or max(2 * (k + 1), 64))
+        if progress is not None:
+            progress(0.5)
+        report = (lambda f: progress(0.5 + 0.5 * f)) if progress is not None else None
+    else:
+        raise ValueError(f"unknown kNN method {method!r}; expected 'exact' or 'hnsw'")
+    sims, ids = knn(vectors, index, k + 1, block_size=block_size, progress=report)
+    # Drop each row's own id; where it is absent (duplicates ranked first, or an approximate miss),
+    # drop the last column instead, so that every row keeps exactly k neighbours.
+    is_self = ids == np.arange(n)[:, None]
+    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
+    keep = np.ones_like(is_self)
+    keep[np.arange(n), drop] = False
+    return sims[keep].reshape(n, k), ids[keep].reshape(n, k)
+
+
+@dataclass(frozen=True)
+class SharedExclusions:
+    """Corpus rows that must not compete with a query's target, shared by groups of queries.
+
+    Several queries often share one exclusion list (every pair of one anchor excludes that anchor's known
+    positives), so the lists are stored once per group, in CSR form, and each query names its group.
+
+    Attributes
+    ----------
+    group : numpy.ndarray
+        (Q,) int64 group of each query, in ``[0, G)``.
+    indptr : numpy.ndarray
+        (G + 1,) int64; the excluded corpus rows of group ``g`` are ``indices[indptr[g]:indptr[g + 1]]``.
+    indices : numpy.ndarray
+        (nnz,) int64 corpus rows, unique within each group.
+    """
+
+    group: np.ndarray
+    indptr: np.ndarray
+    indices: np.ndarray
+
+    @classmethod
+    def from_members(cls, group: np.ndarray, member_group: np.ndarray, member_row: np.ndarray) -> SharedExclusions:
+        """Build the lists from (group, corpus row) memberships; duplicates are dropped.
+
+        Parameters
+        ----------
+        group : numpy.ndarray
+            (Q,) group of each query.
+        member_group, member_row : numpy.ndarray
+            (E,) each membership: corpus row ``member_row[e]`` is excluded for every query of group
+            ``member_group[e]``. Rows < 0 (not in the corpus) are ignored.
+        """
+        group = np.asarray(group, dtype=np.int64)
+        member_group = np.asarray(member_group, dtype=np.int64)
+        member_row = np.asarray(member_row, dtype=np.int64)
+        n_groups = int(max(group.max(initial=-1), member_group.max(initial=-1))) + 1
+        keep = member_row >= 0
+        pairs = np.unique(np.stack([member_group[keep], member_row[keep]], axis=1), axis=0).reshape(-1, 2)
+        counts = np.bincount(pairs[:, 0], minlength=n_groups)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return cls(group=group, indptr=indptr, indices=pairs[:, 1].astype(np.int64))
+
+    def block(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (local query, corpus row) exclusions of queries ``start:stop``, local index = query - start."""
+        g = self.group[start:stop]
+        lo, hi = self.indptr[g], self.indptr[g + 1]
+        counts = hi - lo
+        local = np.repeat(np.arange(stop - start, dtype=np.int64), counts)
+        offsets = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+        return local, self.indices[np.repeat(lo, counts) + offsets]
+
+
+def rank_block_size(n_corpus: int, *, max_block_bytes: int = 512 * 2**20) -> int:
+    """Queries per block so that the (block, M) float32 scores plus a bool mask fit ``max_block_bytes``."""
+    return max(1, int(max_block_bytes // (5 * max(int(n_corpus), 1))))
+
+
+def target_ranks(
+    queries: np.ndarray,
+    corpus: np.ndarray,
+    targets: np.ndarray,
+    *,
+    exclude: SharedExclusions | None = None,
+    max_block_bytes: int = 512 * 2**20,
+    block_size: int | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> np.ndarray:
+    """Exact 1-based rank of each query's target among all corpus rows, by inner product.
+
+    ``rank[q] = 1 + #{j : j not excluded for q, s[q, j] > s[q, targets[q]]}`` with ``s = queries @ corpus.T``:
+    ties count in the target's favour, the target never competes with itself, and excluded rows never
+    compete. The scores are computed in blocks of queries with one float32 matrix product per block (the
+    same exhaustive inner-product search that ``faiss.IndexFlatIP`` does, but counting instead of keeping
+    a top-k heap, so every rank is exact however deep), and the target's score is read from the same
+    product, so rounding never makes a target beat or lose to itself.
+
+    Parameters
+    ----------
+    queries : numpy.ndarray
+        (Q, D) float32.
+    corpus : numpy.ndarray
+        (M, D) float32.
+    targets : numpy.ndarray
+        (Q,) int corpus row of each query's target.
+    exclude : SharedExclusions, optional
+        Corpus rows that do not compete, per query.
+    max_block_bytes : int
+        Working memory of one block (scores + mask); the block holds ``max_block_bytes / (5 M)`` queries.
+    block_size : int, optional
+        Queries per block (overrides ``max_block_bytes``).
+    progress : callable, optional
+        Called with the fraction done after each block.
+
+    Returns
+    -------
+    numpy.ndarray
+        (Q,) int64 ranks in ``[1, M]``.
+    """
+    import torch
+
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    corpus = np.ascontiguousarray(corpus, dtype=np.float32)
+    targets = np.asarray(targets, dtype=np.int64)
+    n, m = queries.shape[0], corpus.shape[0]
+    if targets.shape != (n,):
+        raise ValueError(f"targets has shape {targets.shape}, expected ({n},)")
+    if n and (targets.min() < 0 or targets.max() >= m):
+        raise ValueError("targets must be corpus rows")
+    ranks = np.ones(n, dtype=np.int64)
+    if n == 0 or m == 0:
+        return ranks
+    bs = int(block_size) if block_size else rank_block_size(m, max_block_bytes=max_block_bytes)
+    bs = max(1, min(bs, n))
+    corpus_t = torch.from_numpy(corpus)
+    query_t = torch.from_numpy(queries)
+    targets_t = torch.from_numpy(targets)
+    scores = torch.empty((bs, m), dtype=torch.float32)
+    above = torch.empty((bs, m), dtype=torch.bool)
+    with torch.inference_mode():
+        for start in range(0, n, bs):
+            stop = min(start + bs, n)
+            b = stop - start
+            s, a = scores[:b], above[:b]
+            torch.mm(query_t[start:stop], corpus_t.T, out=s)
+            local = torch.arange(b)
+            t = s[local, targets_t[start:stop]]
+            torch.gt(s, t[:, None], out=a)
+            counts = a.sum(dim=1).numpy()
+            if exclude is not None:
+                rows, cols = exclude.block(start, stop)
+                if len(rows):
+                    hit = a[torch.from_numpy(rows), torch.from_numpy(cols)].numpy()
+                    counts = counts - np.bincount(rows[hit], minlength=b)
+            ranks[start:stop] = counts + 1
+            if progress is not None:
+                progress(stop / n)
+    return ranks

@@ -1,0 +1,32 @@
+"""Drawing one item (an image or a text) safely: user text is never rendered as HTML or markdown."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from analysis.errors import NegScopeError
+from analysis.runfolder import Run
+
+
+def show_item(run: Run, item_id: int, *, caption: str = "", width: int = 160) -> None:
+    """Render item ``item_id`` of ``run`` with an optional caption line (scores, role).
+
+    Images are drawn from inside the dataset folder only; text is shown verbatim.
+    """
+    row = run.items.iloc[int(item_id)]
+    if caption:
+        st.caption(caption)
+    if row["modality"] == "image":
+        try:
+            path = run.image_path(int(item_id))
+            st.image(str(path), width=width, clamp=True)
+        except (NegScopeError, OSError) as exc:
+            st.warning(f"Image of item {item_id} cannot be shown: {exc}")
+        st.text(str(row["content"]))
+    else:
+        st.text(str(row["content"]))
+    label = row.get("label")
+    if label is not None and str(label) not in ("", "nan", "None", "<NA>"):
+        st.caption(f"item {item_id} · label {label}")
+    else:
+        st.caption(f"item {item_id}")
