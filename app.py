@@ -18,7 +18,7 @@ from analysis.summary import run_summary
 from analysis.workspace import SAMPLE_CHECKPOINT, SAMPLE_DATA, list_runs
 from ui.state import current_run_path, get_run, set_current_run
 
-st.set_page_config(page_title="NegScope", page_icon="🔭", layout="wide")
+st.set_page_config(page_title="NegScope", layout="wide")
 
 PAGES_DIR = Path(__file__).resolve().parent / "pages"
 SAMPLE = "Bundled sample (handwritten digits)"
@@ -193,7 +193,7 @@ def _auto_load_sample() -> None:
         set_current_run(path)
 
 
-st.title("🔭 NegScope")
+st.title("NegScope")
 st.markdown(
     "NegScope shows what a contrastive embedding model does with **pairs and negatives**: how positives and "
     "negatives score, how the temperature shapes the InfoNCE loss, how far apart image and text embeddings "

@@ -125,7 +125,7 @@ def test_every_page_in_chromium(app_url: str) -> None:
             ],
         )
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})
             page.goto(app_url)
             _settle(page)
             # The home page opens on the bundled sample: its summary must be there.
