@@ -120,3 +120,84 @@ def make_synthetic_run(
     )
     truth = SyntheticTruth(pair_class=cls, mismatched=mismatched, false_negative=neg.drop(columns="source"))
     return load_run(path), truth
+
+
+def make_random_run(
+    path: Path,
+    *,
+    n_items: int = 120,
+    dim: int = 8,
+    n_pairs: int = 80,
+    k_max: int = 5,
+    two_modalities: bool = True,
+    quantised: bool = False,
+    string_ids: bool = False,
+    seed: int = 0,
+) -> Run:
+    """Write and load an unstructured run for metric tests (no planted truth).
+
+    Random unit embeddings; anchors and positives are drawn with repetition (several pairs share an anchor
+    or a positive), each pair lists 0 .. ``k_max`` negatives of the positive's modality from mixed sources.
+
+    Parameters
+    ----------
+    path : Path
+        Folder to write.
+    n_items, dim, n_pairs, k_max : int
+        N items (half image, half text when ``two_modalities``), D dims, P pairs, most negatives per pair.
+    two_modalities : bool
+        Image anchors and text positives (True) or text everywhere.
+    quantised : bool
+        Embeddings with exactly four entries of +-0.5 each (``dim >= 4``): every dot product is exact in
+        float32, and many are tied.
+    string_ids : bool
+        ``pair_id`` values are strings ("p0", "p1", ...) instead of integers.
+    seed : int
+        Random seed.
+    """
+    rng = np.random.default_rng(seed)
+    if quantised:
+        emb = np.zeros((n_items, dim), dtype=np.float32)
+        for i in range(n_items):
+            emb[i, rng.choice(dim, size=4, replace=False)] = rng.choice([-0.5, 0.5], size=4)
+    else:
+        emb = _unit(rng.normal(size=(n_items, dim))).astype(np.float32)
+    half = n_items // 2
+    if two_modalities:
+        modality = ["image"] * half + ["text"] * (n_items - half)
+        anchor_pool, positive_pool = np.arange(half), np.arange(half, n_items)
+    else:
+        modality = ["text"] * n_items
+        anchor_pool = positive_pool = np.arange(n_items)
+    items = pd.DataFrame(
+        {
+            "item_id": np.arange(n_items),
+            "modality": modality,
+            "content": [f"img/{i:04d}.png" if m == "image" else f"text {i}" for i, m in enumerate(modality)],
+            "label": pd.array([None] * n_items, dtype="string"),
+        }
+    )
+    items["key"] = [f"r{i}" for i in range(n_items)]
+    anchors = rng.choice(anchor_pool, size=n_pairs)
+    positives = rng.choice(positive_pool, size=n_pairs)
+    if not two_modalities:
+        same = anchors == positives
+        positives[same] = (positives[same] + 1) % n_items
+    pair_ids = [f"p{i}" for i in range(n_pairs)] if string_ids else list(range(n_pairs))
+    pairs = pd.DataFrame({"pair_id": pair_ids, "anchor_id": anchors, "positive_id": positives})
+    neg_rows = []
+    sources = ("given", "in_batch", "mined")
+    for i in range(n_pairs):
+        k = int(rng.integers(0, k_max + 1))
+        for j in rng.choice(positive_pool, size=min(k, len(positive_pool)), replace=False):
+            neg_rows.append((pair_ids[i], int(j), sources[int(rng.integers(0, 3))]))
+    negatives = pd.DataFrame(neg_rows, columns=["pair_id", "negative_id", "source"])
+    write_run(
+        path,
+        manifest={"dataset_hash": f"random-{seed}", "dataset_root": str(path), "model_kind": "random"},
+        items=items,
+        embeddings=emb,
+        pairs=pairs,
+        negatives=negatives,
+    )
+    return load_run(path)

@@ -19,6 +19,8 @@ def show_item(run: Run, item_id: int, *, caption: str = "", width: int = 160) ->
     if row["modality"] == "image":
         try:
             path = run.image_path(int(item_id))
+            if not path.is_file():
+                raise OSError(f"{row['content']} is missing")
             st.image(str(path), width=width, clamp=True)
         except (NegScopeError, OSError) as exc:
             st.warning(f"Image of item {item_id} cannot be shown: {exc}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from analysis.errors import NegScopeError
 from analysis.runfolder import Run, load_run
@@ -47,7 +48,10 @@ def require_run() -> Run:
     run = get_run()
     if run is None:
         st.info("No run is loaded yet. Open the home page to load a dataset and a checkpoint.")
-        st.page_link("app.py", label="Go to the home page", icon="🏠")
+        try:
+            st.page_link("app.py", label="Go to the home page", icon="🏠")
+        except StreamlitAPIException:  # the page runs on its own (AppTest, or `streamlit run pages/...`)
+            st.caption("Home page: app.py")
         st.stop()
     return run
 

@@ -1,0 +1,87 @@
+"""``python -m analysis scores RUN --json [--pairs-out FILE.csv]``: score distributions and retrieval metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from analysis.errors import NegScopeError
+from analysis.runfolder import NEGATIVE_SOURCES, load_run
+from analysis.scores import compute_scores
+
+NAME = "scores"
+HELP = (
+    "Positive vs negative similarities, margins, AUROC and exact retrieval ranks of a run folder: "
+    "a summary (JSON with --json) and optionally the per-pair table as CSV."
+)
+
+
+def _sources(text: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [s for s in names if s not in NEGATIVE_SOURCES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"sources must be a comma-separated subset of {','.join(NEGATIVE_SOURCES)}")
+    return names
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add this command's arguments."""
+    parser.add_argument("run", help="run folder (from `python -m analysis embed`)")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument("--pairs-out", type=Path, metavar="FILE.csv", help="write the per-pair table to this CSV")
+    parser.add_argument(
+        "--sources",
+        type=_sources,
+        default=NEGATIVE_SOURCES,
+        help="negative sources to include, comma-separated (default: given,in_batch,mined)",
+    )
+
+
+def _progress():
+    if not sys.stderr.isatty():
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, desc="ranking", file=sys.stderr, leave=False)
+
+    def update(frac: float) -> None:
+        bar.n = int(frac * 1000)
+        bar.refresh()
+
+    return update, bar
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compute the scores, print the summary, optionally write the per-pair CSV."""
+    loaded = load_run(args.run)
+    update, bar = _progress()
+    try:
+        report = compute_scores(loaded, sources=tuple(args.sources), progress=update)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.pairs_out is not None:
+        try:
+            args.pairs_out.parent.mkdir(parents=True, exist_ok=True)
+            report.pairs.to_csv(args.pairs_out, index=False)
+        except OSError as exc:
+            raise NegScopeError(f"cannot write {args.pairs_out}: {exc}") from exc
+    if args.json:
+        print(json.dumps(report.summary))
+        return 0
+    s = report.summary
+
+    def fmt(v: object) -> str:
+        return "n/a" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
+
+    print(f"run {loaded.run_id}: {s['pairs']} pairs")
+    for key in ("pos_sim_mean", "neg_sim_mean", "auroc", "frac_hardest_neg_above_pos"):
+        print(f"  {key:28s} {fmt(s[key])}")
+    print("  anchor -> positive:  " + "  ".join(f"{k} {fmt(s[k])}" for k in s if k.startswith(("recall", "mrr"))))
+    if s["reverse"] is not None:
+        print("  positive -> anchor:  " + "  ".join(f"{k} {fmt(v)}" for k, v in s["reverse"].items()))
+    if args.pairs_out is not None:
+        print(f"per-pair table: {args.pairs_out}")
+    return 0
