@@ -1,0 +1,117 @@
+"""``python -m analysis label-noise RUN --out flags.csv``: mismatched pairs, wrong labels, near duplicates.
+
+Example::
+
+    python -m analysis label-noise ~/.negscope/runs/run-3f2a9c0d --out flags.csv
+               kind  examined  flagged
+    mismatched_pair      1797      107
+              label      1797       42
+          duplicate      1797       10
+    wrote 5391 rows to flags.csv
+
+The CSV has one row per examined pair or item, flagged or not: ``kind`` (mismatched_pair | label |
+duplicate), ``pair_id``, ``item_id``, ``other_item_id``, ``score``, ``flagged``, ``reason``, ``given_label``,
+``suggested_label``; each kind sorted by score, highest first. Without ``--out`` the CSV goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from analysis.duplicates_detect import DEFAULT_THRESHOLD
+from analysis.errors import NegScopeError
+from analysis.label_issues import EXAMINE, METHODS
+from analysis.label_noise import KINDS, detect_label_noise, evaluate_on_truth
+from analysis.runfolder import load_run
+
+NAME = "label-noise"
+HELP = "Flag mismatched pairs, wrong class labels (cleanlab) and near-duplicate anchors; write them as CSV."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``label-noise`` options to ``parser``."""
+    parser.add_argument("run", metavar="RUN", help="run folder")
+    parser.add_argument("--out", metavar="CSV", default=None, help="CSV file to write (default: stdout)")
+    parser.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help=f"comma-separated detectors to run (default: {','.join(KINDS)})",
+    )
+    parser.add_argument("--flagged-only", action="store_true", help="write only the flagged rows")
+    parser.add_argument(
+        "--flag-rank",
+        type=float,
+        default=None,
+        metavar="R",
+        help="mismatched pairs: flag when a mutual rank exceeds R (default: 5%% of the candidates, at least 10)",
+    )
+    parser.add_argument("--examine", choices=EXAMINE, default="anchors", help="labels: which items (anchors)")
+    parser.add_argument("--method", choices=METHODS, default="logreg", help="labels: cross-validated probe (logreg)")
+    parser.add_argument("--k", type=int, default=10, help="labels: nearest labelled neighbours shown as evidence (10)")
+    parser.add_argument("--folds", type=int, default=5, help="labels: cross-validation folds (5)")
+    parser.add_argument(
+        "--duplicate-threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        metavar="COS",
+        help=f"duplicates: cosine at or above which two anchors are near duplicates ({DEFAULT_THRESHOLD})",
+    )
+    parser.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="also print AUROC/AUPRC against the planted truth (truth.csv beside the dataset), when there is one",
+    )
+
+
+def _kinds(value: str) -> list[str]:
+    kinds = [k.strip() for k in value.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise NegScopeError(f"--kinds takes some of {', '.join(KINDS)}; got {value!r}")
+    return kinds
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the detectors and write the flag table."""
+    kinds = _kinds(args.kinds)
+    if args.k < 1 or args.folds < 2:
+        raise NegScopeError("--k must be at least 1 and --folds at least 2")
+    run_ = load_run(args.run)
+    result = detect_label_noise(
+        run_,
+        kinds=kinds,
+        flag_rank=args.flag_rank,
+        examine=args.examine,
+        method=args.method,
+        k=args.k,
+        n_folds=args.folds,
+        duplicate_threshold=args.duplicate_threshold,
+    )
+    table = result.table()
+    if args.flagged_only:
+        table = table[table["flagged"]]
+    # Summaries go to stderr when the CSV itself goes to stdout.
+    info = sys.stdout if args.out else sys.stderr
+    summary = result.summary()
+    print(summary[summary["kind"].isin(kinds)].to_string(index=False), file=info)
+    if args.evaluate:
+        from analysis.truth import pair_truth
+
+        truth = pair_truth(run_)
+        if truth is None:
+            print("no planted truth beside this dataset; nothing to evaluate", file=info)
+        else:
+            print(evaluate_on_truth(result, truth).to_string(index=False, float_format="%.3f"), file=info)
+    if args.out:
+        out = Path(args.out)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            table.to_csv(out, index=False)
+        except OSError as exc:
+            raise NegScopeError(f"cannot write {out}: {exc}") from exc
+        print(f"wrote {len(table)} rows to {out}", file=info)
+    else:
+        table.to_csv(sys.stdout, index=False)
+    return 0
