@@ -11,15 +11,24 @@ Kinds and their decisions:
 - ``label`` (item, ``''``): ``relabel`` (with ``label`` = the corrected class) | ``ok`` | ``cleared``
 
 ``cleared`` is what undo writes when there was no earlier decision: the pair of items counts as undecided.
-Several processes may write at once; every write is one short transaction with a busy timeout, so no
-decision is lost.
+
+Safety with several annotators (several processes or browser tabs on one server):
+
+- every write is one short ``BEGIN IMMEDIATE`` transaction (a batch from :meth:`ReviewStore.record_many` is
+  all or nothing), waiting up to ``timeout`` seconds for the write lock, so concurrent writers queue up and
+  no decision is lost;
+- ``journal_mode=WAL`` lets readers run while a writer writes; ``synchronous=FULL`` makes a committed
+  decision durable even when the machine loses power right after the commit; a writer killed mid-transaction
+  leaves nothing behind (SQLite rolls the unfinished transaction back on the next open);
+- rows are only ever inserted, never updated or deleted.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,17 +60,10 @@ CREATE INDEX IF NOT EXISTS decisions_lookup
 """
 
 COLUMNS = (
-    "id",
-    "dataset_hash",
-    "kind",
-    "anchor_key",
-    "candidate_key",
-    "decision",
-    "label",
-    "annotator",
-    "time",
-    "note",
-)
+    "id", "dataset_hash", "kind", "anchor_key", "candidate_key", "decision", "label", "annotator", "time", "note"
+)  # fmt: skip
+
+UNDO_PREFIX = "undo of #"
 
 
 @dataclass(frozen=True)
@@ -87,21 +89,39 @@ class ReviewStore:
         The database file; created with its schema when missing.
     timeout : float
         Seconds a writer waits for the lock before giving up.
+    synchronous : {"FULL", "NORMAL"}
+        SQLite's ``synchronous`` setting. ``FULL`` (default) syncs the log to disk at every commit, so a
+        committed decision survives even a power cut; ``NORMAL`` skips that sync (a committed decision still
+        survives any crash of the process, and the file is never corrupted) for bulk tools that write many
+        small transactions.
     """
 
-    def __init__(self, path: str | Path, *, timeout: float = 60.0) -> None:
+    def __init__(self, path: str | Path, *, timeout: float = 60.0, synchronous: str = "FULL") -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.timeout = timeout
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
+        self.timeout = float(timeout)
+        if synchronous not in ("FULL", "NORMAL"):
+            raise NegScopeError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        self.synchronous = synchronous
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connection() as conn:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+                if mode is None or str(mode[0]).lower() != "wal":
+                    raise NegScopeError(f"review database {self.path}: this file system does not support WAL mode")
+                conn.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise NegScopeError(f"cannot open the review database {self.path}: {exc}") from exc
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """A fresh connection (autocommit mode: transactions are explicit), always closed afterwards."""
         conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
-        return conn
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            yield conn
+        finally:
+            conn.close()
 
     @staticmethod
     def _validate(d: Decision) -> None:
@@ -110,51 +130,75 @@ class ReviewStore:
             raise NegScopeError(f"unknown decision kind {d.kind!r}; expected one of {sorted(DECISIONS)}")
         if d.decision not in allowed:
             raise NegScopeError(f"decision {d.decision!r} is not allowed for kind {d.kind!r}: {allowed}")
-        if not d.annotator.strip():
+        if not isinstance(d.annotator, str) or not d.annotator.strip():
             raise NegScopeError("an annotator name is required")
+        if not isinstance(d.dataset_hash, str) or not d.dataset_hash:
+            raise NegScopeError("a decision needs the dataset hash of the run (the run's manifest has none)")
+        if not isinstance(d.anchor_key, str) or not d.anchor_key:
+            raise NegScopeError("a decision needs the anchor's item key")
+        if not isinstance(d.candidate_key, str):
+            raise NegScopeError("the candidate key must be a string ('' for item decisions)")
         if d.decision == "relabel" and not d.label:
             raise NegScopeError("a relabel decision needs the corrected label")
 
     def record_many(self, decisions: Iterable[Decision]) -> int:
-        """Append decisions in one transaction (all or none). Returns how many were written."""
+        """Append decisions in one transaction (all or none). Returns how many were written.
+
+        Raises
+        ------
+        NegScopeError
+            When a decision is invalid (nothing is written), or the database stays locked for ``timeout``.
+        """
         rows = list(decisions)
         for d in rows:
             self._validate(d)
+        if not rows:
+            return 0
         now = time.time()
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT INTO decisions (dataset_hash, kind, anchor_key, candidate_key, decision, label,"
-                    " annotator, time, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            d.dataset_hash,
-                            d.kind,
-                            d.anchor_key,
-                            d.candidate_key,
-                            d.decision,
-                            d.label,
-                            d.annotator.strip(),
-                            now,
-                            d.note,
-                        )
-                        for d in rows
-                    ],
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        values = [
+            (d.dataset_hash, d.kind, d.anchor_key, d.candidate_key, d.decision, d.label, d.annotator.strip(), now,
+             d.note or "")
+            for d in rows
+        ]  # fmt: skip
+        try:
+            with self._connection() as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(
+                        "INSERT INTO decisions (dataset_hash, kind, anchor_key, candidate_key, decision, label,"
+                        " annotator, time, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        values,
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise NegScopeError(f"the decision could not be saved to {self.path}: {exc}") from exc
         return len(rows)
 
     def record(self, decision: Decision) -> None:
         """Append one decision."""
         self.record_many([decision])
 
-    def history(self, dataset_hash: str | None = None, *, kind: str | None = None) -> pd.DataFrame:
-        """Every row (the audit trail), oldest first, optionally for one dataset and kind."""
-        query = f"SELECT {', '.join(COLUMNS)} FROM decisions"
+    def _select(self, where: str, args: list, *, latest: bool) -> pd.DataFrame:
+        cols = ", ".join(COLUMNS)
+        if latest:
+            query = (
+                f"SELECT {cols} FROM decisions WHERE id IN (SELECT MAX(id) FROM decisions {where}"
+                " GROUP BY kind, anchor_key, candidate_key) ORDER BY id"
+            )
+        else:
+            query = f"SELECT {cols} FROM decisions {where} ORDER BY id"
+        try:
+            with self._connection() as conn:
+                rows = conn.execute(query, args).fetchall()
+        except sqlite3.Error as exc:
+            raise NegScopeError(f"cannot read the review database {self.path}: {exc}") from exc
+        return pd.DataFrame(rows, columns=list(COLUMNS))
+
+    @staticmethod
+    def _where(dataset_hash: str | None, kind: str | None) -> tuple[str, list]:
         clauses, args = [], []
         if dataset_hash is not None:
             clauses.append("dataset_hash = ?")
@@ -162,35 +206,64 @@ class ReviewStore:
         if kind is not None:
             clauses.append("kind = ?")
             args.append(kind)
-        if clauses:
-            query += " WHERE " + " AND ".join(clauses)
-        with self._connect() as conn:
-            rows = conn.execute(query + " ORDER BY id", args).fetchall()
-        return pd.DataFrame(rows, columns=list(COLUMNS))
+        return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+    def history(self, dataset_hash: str | None = None, *, kind: str | None = None) -> pd.DataFrame:
+        """Every row (the audit trail), oldest first, optionally for one dataset and kind.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The columns of ``COLUMNS``; ``time`` is seconds since the epoch (UTC).
+        """
+        where, args = self._where(dataset_hash, kind)
+        return self._select(where, args, latest=False)
 
     def latest(self, dataset_hash: str, *, kind: str | None = None) -> pd.DataFrame:
-        """The current decision per (kind, anchor_key, candidate_key); ``cleared`` ones are dropped."""
-        hist = self.history(dataset_hash, kind=kind)
-        if hist.empty:
-            return hist
-        last = hist.groupby(["kind", "anchor_key", "candidate_key"], sort=False).tail(1)
+        """The current decision per (kind, anchor_key, candidate_key); ``cleared`` ones are dropped.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The columns of ``COLUMNS``, one row per decided (kind, anchor_key, candidate_key), oldest first.
+        """
+        where, args = self._where(dataset_hash, kind)
+        last = self._select(where, args, latest=True)
         return last[last["decision"] != "cleared"].reset_index(drop=True)
+
+    def count(self, dataset_hash: str | None = None) -> int:
+        """Number of rows in the log (optionally for one dataset)."""
+        where, args = self._where(dataset_hash, None)
+        with self._connection() as conn:
+            return int(conn.execute(f"SELECT COUNT(*) FROM decisions {where}", args).fetchone()[0])
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check`` result: ``'ok'`` for a sound database file."""
+        with self._connection() as conn:
+            return "; ".join(str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall())
 
     def undo(self, dataset_hash: str, *, annotator: str, kind: str | None = None) -> Decision | None:
         """Undo the annotator's most recent decision by appending the state that preceded it.
+
+        Repeated calls walk further back through the annotator's decisions. When another annotator has
+        decided the same (anchor, candidate) since, their newer decision is kept (the undo row repeats it),
+        so an undo never erases someone else's work.
 
         Returns
         -------
         Decision or None
             The row appended (its decision is the previous one, or ``cleared``), None when nothing to undo.
         """
+        who = annotator.strip()
+        if not who:
+            raise NegScopeError("an annotator name is required")
         hist = self.history(dataset_hash, kind=kind)
         if hist.empty:
             return None
-        # An undo row is marked in its note so that repeated undos walk further back.
-        mine = hist[hist["annotator"] == annotator.strip()]
-        undone = set(mine.loc[mine["note"].str.startswith("undo of #"), "note"].str[9:].astype(int))
-        candidates = mine[~mine["note"].str.startswith("undo of #") & ~mine["id"].isin(undone)]
+        mine = hist[hist["annotator"] == who]
+        is_undo = mine["note"].str.startswith(UNDO_PREFIX)
+        undone = {int(n[len(UNDO_PREFIX) :].split()[0]) for n in mine.loc[is_undo, "note"]}
+        candidates = mine[~is_undo & ~mine["id"].isin(undone)]
         if candidates.empty:
             return None
         target = candidates.iloc[-1]
@@ -198,18 +271,28 @@ class ReviewStore:
             (hist["kind"] == target["kind"])
             & (hist["anchor_key"] == target["anchor_key"])
             & (hist["candidate_key"] == target["candidate_key"])
-            & (hist["id"] < target["id"])
         ]
-        previous = same.iloc[-1] if not same.empty else None
+        # the annotator's own newer rows on this key are undone decisions and undo rows; anyone else's
+        # newer row is a decision that must survive this undo
+        newer = same[same["id"] > target["id"]]
+        foreign = newer[newer["annotator"] != who]
+        note = f"{UNDO_PREFIX}{int(target['id'])}"
+        if not foreign.empty:
+            state = same.iloc[-1]  # the current state stays as it is
+            note += f" (kept the newer decision by {foreign['annotator'].iloc[-1]})"
+        else:
+            older = same[same["id"] < target["id"]]
+            state = older.iloc[-1] if not older.empty else None
+        label = state["label"] if state is not None else None
         restored = Decision(
             dataset_hash=dataset_hash,
             kind=str(target["kind"]),
             anchor_key=str(target["anchor_key"]),
             candidate_key=str(target["candidate_key"]),
-            decision=str(previous["decision"]) if previous is not None else "cleared",
-            label=(previous["label"] if previous is not None else None),
-            annotator=annotator,
-            note=f"undo of #{int(target['id'])}",
+            decision=str(state["decision"]) if state is not None else "cleared",
+            label=None if label is None or pd.isna(label) else str(label),
+            annotator=who,
+            note=note,
         )
         self.record(restored)
         return restored

@@ -1,0 +1,140 @@
+"""``python -m analysis false-negatives RUN --out candidates.csv``: ranked false-negative candidates.
+
+Example::
+
+    python -m analysis false-negatives ~/.negscope/runs/run-3f2a9c0d --out candidates.csv
+    candidates: 14376 (given 14376, mined 0 new), flagged 1203; neighbour search: text: exact search
+    wrote 14376 rows to candidates.csv
+
+The CSV has one row per candidate: ``pair_id`` (the dataset's ``id`` where it has one), ``anchor_id``,
+``candidate_id`` (item ids of the run), ``source`` (given | in_batch | mined), ``score`` (0..1, higher = more
+likely a false negative), ``flagged``, ``reason``; sorted by score, highest first. ``--evidence`` appends
+the evidence columns (pos_sim, neg_sim, rank, sim_to_positive ...). Without ``--out`` the CSV goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from analysis.errors import NegScopeError
+from analysis.false_negatives import (
+    DETECTOR_COLUMNS,
+    EVIDENCE_COLUMNS,
+    Settings,
+    find_false_negatives,
+    flag_by,
+    quality_on_truth,
+)
+from analysis.runfolder import NEGATIVE_SOURCES, load_run
+
+NAME = "false-negatives"
+HELP = "Rank listed and mined negatives by how likely they are false negatives; write them as CSV."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``false-negatives`` options to ``parser``."""
+    parser.add_argument("run", metavar="RUN", help="run folder")
+    parser.add_argument("--out", metavar="CSV", default=None, help="CSV file to write (default: stdout)")
+    parser.add_argument(
+        "--sources",
+        default=",".join(NEGATIVE_SOURCES),
+        help=f"comma-separated candidate sources (default: {','.join(NEGATIVE_SOURCES)})",
+    )
+    parser.add_argument("--mine-k", type=int, default=10, help="corpus-wide neighbours mined per anchor (10)")
+    parser.add_argument("--rank-depth", type=int, default=100, help="neighbours searched for the rank evidence (100)")
+    parser.add_argument("--mutual-k", type=int, default=10, help="neighbourhood of the mutual-kNN test (10)")
+    parser.add_argument("--clusters", type=int, default=None, help="k-means cells per modality (default sqrt(n/2))")
+    parser.add_argument("--no-labels", action="store_true", help="do not use class labels as evidence")
+    parser.add_argument("--guide", metavar="RUN2", default=None, help="run of the same data with a guide checkpoint")
+    parser.add_argument(
+        "--index", choices=("auto", "exact", "ivf", "hnsw"), default="auto", help="neighbour search (auto)"
+    )
+    flag = parser.add_mutually_exclusive_group()
+    flag.add_argument("--threshold", type=float, default=0.5, help="flag when score >= this (0.5)")
+    flag.add_argument(
+        "--margin-absolute", type=float, default=None, metavar="M", help="flag when neg_sim > pos_sim - M instead"
+    )
+    flag.add_argument(
+        "--margin-relative",
+        type=float,
+        default=None,
+        metavar="M",
+        help="flag when neg_sim > pos_sim - |pos_sim| * M instead (sign-safe relative margin)",
+    )
+    parser.add_argument("--flagged-only", action="store_true", help="write only the flagged rows")
+    parser.add_argument("--evidence", action="store_true", help="append the evidence columns")
+    parser.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="also print AUPRC and precision@100 against the planted truth, when the dataset has one",
+    )
+
+
+def _sources(value: str) -> tuple[str, ...]:
+    sources = tuple(s.strip() for s in value.split(",") if s.strip())
+    bad = [s for s in sources if s not in NEGATIVE_SOURCES]
+    if bad or not sources:
+        raise NegScopeError(f"--sources takes some of {', '.join(NEGATIVE_SOURCES)}; got {value!r}")
+    return sources
+
+
+def run(args: argparse.Namespace) -> int:
+    """Find the candidates and write them."""
+    if args.mine_k < 0 or args.rank_depth < 1 or args.mutual_k < 1:
+        raise NegScopeError("--mine-k must be >= 0, --rank-depth and --mutual-k >= 1")
+    settings = Settings(
+        sources=_sources(args.sources),
+        mine_k=args.mine_k,
+        rank_depth=args.rank_depth,
+        mutual_k=args.mutual_k,
+        n_clusters=args.clusters,
+        use_labels=not args.no_labels,
+        threshold=args.threshold,
+        index_kind=args.index,
+    )
+    run_ = load_run(args.run)
+    guide = load_run(args.guide) if args.guide else None
+    table = find_false_negatives(run_, settings=settings, guide=guide)
+    if args.margin_absolute is not None:
+        table["flagged"] = flag_by(table, method="absolute", value=args.margin_absolute)
+    elif args.margin_relative is not None:
+        table["flagged"] = flag_by(table, method="relative", value=args.margin_relative)
+    info = sys.stdout if args.out else sys.stderr
+    counts = table["source"].value_counts().to_dict()
+    by_source = ", ".join(f"{k} {v}" for k, v in counts.items())
+    print(
+        f"candidates: {len(table)} ({by_source}), flagged {int(table['flagged'].sum())}; "
+        f"neighbour search: {table.attrs.get('index', '')}",
+        file=info,
+    )
+    if args.evaluate:
+        from analysis.truth import negative_truth
+
+        truth = negative_truth(run_)
+        if truth is None:
+            print("no planted truth beside this dataset; nothing to evaluate", file=info)
+        else:
+            q = quality_on_truth(table, truth)
+            print(
+                f"AUPRC {q['auprc']:.3f} (baseline neg_sim - pos_sim {q['auprc_baseline']:.3f}, random "
+                f"{q['prevalence']:.3f}); precision@{q['k']} {q['precision_at_k']:.3f} "
+                f"(baseline {q['precision_at_k_baseline']:.3f}) over {q['n']} listed negatives",
+                file=info,
+            )
+    if args.flagged_only:
+        table = table[table["flagged"]]
+    columns = list(DETECTOR_COLUMNS) + (list(EVIDENCE_COLUMNS) if args.evidence else [])
+    table = table[columns]
+    if args.out:
+        out = Path(args.out)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            table.to_csv(out, index=False)
+        except OSError as exc:
+            raise NegScopeError(f"cannot write {out}: {exc}") from exc
+        print(f"wrote {len(table)} rows to {out}", file=info)
+    else:
+        table.to_csv(sys.stdout, index=False)
+    return 0
