@@ -1,0 +1,381 @@
+"""Modality gap: how far apart the two sides' embeddings sit, and what closing the gap would change."""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from analysis.errors import NegScopeError
+from analysis.modality_gap import (
+    GapMetrics,
+    GapPCA,
+    Groups,
+    closing_lambda,
+    gap_metrics,
+    gap_pca,
+    modality_groups,
+    project_out_comparison,
+    shift_row,
+)
+from analysis.runfolder import Run
+from analysis.temperature import learned_or_default_tau
+from ui.state import require_run
+
+st.set_page_config(page_title="Modality gap · NegScope", page_icon="🧲", layout="wide")
+
+COLORS = ("#1f77b4", "#ff7f0e")
+
+for key, value in {
+    "gap_dims": "2-D",
+    "gap_pairs": 40,
+    "gap_range": (-1.0, 2.0),
+    "gap_steps": 13,
+    "gap_project": True,
+}.items():
+    st.session_state.setdefault(key, value)
+
+
+# ------------------------------------------------------------------------------------------------ cached wrappers
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def cached_metrics(_run: Run, run_id: str) -> tuple[Groups, GapMetrics]:
+    """The two groups and the gap metrics (separability is a cross-validated fit)."""
+    groups = modality_groups(_run)
+    return groups, gap_metrics(_run.embeddings, groups)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def cached_closing(_run: Run, run_id: str) -> float:
+    """The lambda that closes the gap after re-normalisation."""
+    groups, metrics = cached_metrics(_run, run_id)
+    return closing_lambda(_run.embeddings, groups, metrics.gap_vector)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def cached_shift_point(_run: Run, run_id: str, lam: float, tau: float) -> dict[str, float]:
+    """Recall@1, loss and centroid distance after shifting by ``lam`` (the page loops to show progress)."""
+    groups, metrics = cached_metrics(_run, run_id)
+    return {"lambda": lam, **shift_row(_run, groups, metrics.gap_vector, lam, tau=tau)}
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def cached_pca(_run: Run, run_id: str, n_pairs: int) -> GapPCA:
+    """PCA of a balanced sample of both groups with ``n_pairs`` pairs to join."""
+    groups, _ = cached_metrics(_run, run_id)
+    return gap_pca(_run, groups=groups, n_pairs=n_pairs)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def cached_project_out(_run: Run, run_id: str, tau: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score distributions and summary before and after projecting out the gap direction."""
+    groups, _ = cached_metrics(_run, run_id)
+    return project_out_comparison(_run, tau=tau, groups=groups)
+
+
+# ------------------------------------------------------------------------------------------------ explanation
+
+
+def explain() -> None:
+    """What am I looking at."""
+    st.title("Modality gap")
+    st.markdown(
+        "Contrastive models trained on two modalities put image and text embeddings in two separate cones "
+        "(Liang et al. 2022, *Mind the Gap*). The **gap vector** joins the two centroids of the L2-normalised "
+        "embeddings:"
+    )
+    st.latex(
+        r"g = \frac{1}{|I|}\sum_{i \in I} x_i - \frac{1}{|T|}\sum_{t \in T} x_t,\qquad"
+        r"\text{centroid distance} = \lVert g \rVert,\qquad"
+        r"\text{cone width} = \operatorname*{mean}_{i \ne j} x_i^\top x_j"
+    )
+    st.markdown(
+        "**Separability** is the cross-validated accuracy of a logistic regression that guesses the group from the "
+        "embedding (balanced groups, so 0.5 = no gap). The **shift experiment** moves both groups towards each other "
+        "and re-normalises, to see what the gap costs in retrieval and loss:"
+    )
+    st.latex(
+        r"x_i' = \frac{x_i - \tfrac{\lambda}{2} g}{\lVert x_i - \tfrac{\lambda}{2} g \rVert}\ (i \in I),\qquad "
+        r"x_t' = \frac{x_t + \tfrac{\lambda}{2} g}{\lVert x_t + \tfrac{\lambda}{2} g \rVert}\ (t \in T)"
+    )
+    st.markdown(
+        "$\\lambda = 0$ is the checkpoint, $\\lambda \\approx 1$ closes the gap, $\\lambda < 0$ widens it. "
+        "**Projecting out** the gap direction $u = g / \\lVert g \\rVert$ instead removes it from every embedding: "
+        "$x' \\propto x - (x^\\top u)\\, u$."
+    )
+
+
+# ------------------------------------------------------------------------------------------------ sections
+
+
+def section_metrics(groups: Groups, metrics: GapMetrics) -> None:
+    a, b = groups.names
+    cols = st.columns(6)
+    cols[0].metric("Centroid distance", f"{metrics.centroid_distance:.3f}", help="‖g‖: 0 = no gap; at most 2")
+    cols[1].metric("Centroid cosine", f"{metrics.centroid_cosine:.3f}")
+    cols[2].metric(f"Cone width: {a}", f"{metrics.mean_cosine[a]:.3f}", help="mean cosine between distinct items")
+    cols[3].metric(f"Cone width: {b}", f"{metrics.mean_cosine[b]:.3f}", help="mean cosine between distinct items")
+    cols[4].metric(
+        "Gap-axis variance",
+        f"{metrics.gap_variance_share:.1%}",
+        help="share of the pooled embeddings' total variance that lies along the gap direction",
+    )
+    if np.isnan(metrics.separability):
+        cols[5].metric("Separability", "—")
+    else:
+        cols[5].metric(
+            "Separability",
+            f"{metrics.separability:.3f}",
+            help=f"5-fold accuracy ± {metrics.separability_std:.3f}; 0.5 = chance",
+        )
+    st.caption(f"{a}: {metrics.n_a:,} items · {b}: {metrics.n_b:,} items")
+    for message in metrics.messages:
+        st.warning(message)
+
+
+def pca_figure(pca: GapPCA, groups: Groups, run: Run, three_d: bool) -> go.Figure:
+    fig = go.Figure()
+    pts = pca.points.set_index("item_id")
+    if len(pca.pairs):
+        a = pts.loc[pca.pairs["anchor_id"].to_numpy()]
+        p = pts.loc[pca.pairs["positive_id"].to_numpy()]
+        xs, ys, zs = [], [], []
+        for i in range(len(a)):
+            xs += [a["pc1"].iloc[i], p["pc1"].iloc[i], None]
+            ys += [a["pc2"].iloc[i], p["pc2"].iloc[i], None]
+            zs += [a["pc3"].iloc[i], p["pc3"].iloc[i], None]
+        line = {"color": "rgba(90,90,90,0.45)", "width": 1.5}
+        if three_d:
+            fig.add_trace(go.Scatter3d(x=xs, y=ys, z=zs, mode="lines", line=line, name="pairs", hoverinfo="skip"))
+        else:
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=line, name="pairs", hoverinfo="skip"))
+    for color, name in zip(COLORS, groups.names, strict=True):
+        part = pca.points[pca.points["group"] == name]
+        # user text goes into plotly's hover, which understands a few HTML tags: escape it
+        text = [html.escape(str(run.items["content"].iloc[int(i)])[:80]) for i in part["item_id"]]
+        custom = np.stack([part["item_id"].to_numpy()], axis=1)
+        hover = "item %{customdata[0]}<br>%{text}<extra>" + name + "</extra>"
+        if three_d:
+            fig.add_trace(
+                go.Scatter3d(
+                    x=part["pc1"],
+                    y=part["pc2"],
+                    z=part["pc3"],
+                    mode="markers",
+                    name=name,
+                    text=text,
+                    customdata=custom,
+                    hovertemplate=hover,
+                    marker={"size": 2.5, "color": color, "opacity": 0.7},
+                )
+            )
+        else:
+            fig.add_trace(
+                go.Scattergl(
+                    x=part["pc1"],
+                    y=part["pc2"],
+                    mode="markers",
+                    name=name,
+                    text=text,
+                    customdata=custom,
+                    hovertemplate=hover,
+                    marker={"size": 5, "color": color, "opacity": 0.6},
+                )
+            )
+    c = pca.centroids
+    if three_d:
+        fig.add_trace(
+            go.Scatter3d(
+                x=c["pc1"],
+                y=c["pc2"],
+                z=c["pc3"],
+                mode="markers+lines+text",
+                text=c["group"],
+                name="centroids (gap)",
+                marker={"size": 8, "color": "black", "symbol": "x"},
+                line={"color": "black", "width": 5},
+            )
+        )
+    else:
+        fig.add_trace(
+            go.Scatter(
+                x=c["pc1"],
+                y=c["pc2"],
+                mode="markers+lines+text",
+                text=c["group"],
+                textposition="top center",
+                name="centroids (gap)",
+                marker={"size": 14, "color": "black", "symbol": "x"},
+                line={"color": "black", "width": 3},
+            )
+        )
+    ev = pca.explained
+    if three_d:
+        fig.update_layout(
+            scene={
+                "xaxis_title": f"PC1 ({ev[0]:.0%})",
+                "yaxis_title": f"PC2 ({ev[1]:.0%})",
+                "zaxis_title": f"PC3 ({ev[2]:.0%})",
+            }
+        )
+    else:
+        fig.update_xaxes(title_text=f"PC1 ({ev[0]:.0%} of variance)")
+        fig.update_yaxes(title_text=f"PC2 ({ev[1]:.0%} of variance)", scaleanchor="x", scaleratio=1)
+    fig.update_layout(height=620, legend={"orientation": "h", "y": -0.12}, margin={"t": 30})
+    return fig
+
+
+def section_pca(run: Run, groups: Groups) -> None:
+    st.subheader("The two groups in PCA space")
+    c1, c2 = st.columns(2)
+    dims = c1.radio("View", ["2-D", "3-D"], key="gap_dims", horizontal=True)
+    n_pairs = int(c2.slider("Pairs joined by a line", 0, 200, step=10, key="gap_pairs"))
+    with st.spinner("Projecting…"):
+        try:
+            pca = cached_pca(run, run.run_id, n_pairs)
+        except NegScopeError as exc:
+            st.error(str(exc))
+            return
+    st.plotly_chart(pca_figure(pca, groups, run, dims == "3-D"), width="stretch")
+    st.caption(
+        f"PCA fit on a balanced sample of both groups ({len(pca.points):,} points); grey lines join an anchor to its "
+        "positive; the black line joins the two centroids (the gap vector)."
+    )
+
+
+def section_shift(run: Run, tau: float, tau_learned: bool) -> None:
+    st.subheader("Closing the gap: the shift experiment")
+    c1, c2 = st.columns([2, 1])
+    lo, hi = c1.slider("λ range", -2.0, 3.0, step=0.25, key="gap_range")
+    steps = int(c2.slider("Steps", 3, 25, key="gap_steps"))
+    with st.spinner("Finding the λ that closes the gap…"):
+        closing = cached_closing(run, run.run_id)
+    lambdas = sorted({*(float(x) for x in np.round(np.linspace(lo, hi, steps), 4)), 0.0, round(closing, 4)})
+    rows = []
+    bar = st.progress(0.0, text="Shifting the embeddings…")
+    for i, lam in enumerate(lambdas):
+        rows.append(cached_shift_point(run, run.run_id, lam, tau))
+        bar.progress((i + 1) / len(lambdas), text=f"Shifting the embeddings… λ = {lam:+.2f}")
+    bar.empty()
+    table = pd.DataFrame(rows)
+    table.insert(1, "closes_gap", table["lambda"] == round(closing, 4))
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        subplot_titles=("Centroid distance after the shift", "Recall@1", f"InfoNCE loss at τ = {tau:.3g}"),
+    )
+    for col, name in enumerate(("centroid_distance", "recall_at_1", "loss"), start=1):
+        fig.add_trace(
+            go.Scatter(
+                x=table["lambda"],
+                y=table[name],
+                mode="lines+markers",
+                name=name,
+                showlegend=False,
+                hovertemplate="λ=%{x:.3f}<br>%{y:.4f}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        fig.add_vline(x=0.0, line_dash="dash", line_color="black", row=1, col=col)
+        fig.add_vline(x=closing, line_dash="dot", line_color="#2ca02c", row=1, col=col)
+        fig.update_xaxes(title_text="λ", row=1, col=col)
+    fig.update_layout(height=380, margin={"t": 50})
+    st.plotly_chart(fig, width="stretch")
+    st.caption(
+        f"Dashed: the checkpoint (λ = 0). Dotted green: λ = {closing:.3f} closes the gap after re-normalisation. "
+        f"Recall@1: each anchor searches every positive-side item (positives and listed negatives). "
+        f"τ = {tau:.4g} ({'the checkpoint’s learned temperature' if tau_learned else 'no learned τ: CLIP’s 0.07'})."
+    )
+    at0 = table[table["lambda"] == 0.0].iloc[0]
+    atc = table.iloc[(table["lambda"] - round(closing, 4)).abs().argmin()]
+    cols = st.columns(3)
+    cols[0].metric(
+        "Recall@1 with the gap closed",
+        f"{atc['recall_at_1']:.3f}",
+        delta=f"{atc['recall_at_1'] - at0['recall_at_1']:+.3f}",
+    )
+    cols[1].metric(
+        "Loss with the gap closed",
+        f"{atc['loss']:.3f}",
+        delta=f"{atc['loss'] - at0['loss']:+.3f}",
+        delta_color="inverse",
+    )
+    cols[2].metric("Centroid distance with the gap closed", f"{atc['centroid_distance']:.4f}")
+    st.dataframe(table, hide_index=True, width="stretch")
+
+
+def section_project(run: Run, tau: float) -> None:
+    st.subheader("Project out the gap direction")
+    if not st.toggle("Compare the score distributions with the gap direction projected out", key="gap_project"):
+        return
+    with st.spinner("Recomputing the scores…"):
+        try:
+            scores, summary = cached_project_out(run, run.run_id, tau)
+        except NegScopeError as exc:
+            st.error(str(exc))
+            return
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("Original", "Gap direction projected out"), shared_xaxes=True, shared_yaxes=True
+    )
+    for col, name in enumerate(("original", "gap projected out"), start=1):
+        for kind, color in (("positive", "#2ca02c"), ("negative", "#d62728")):
+            vals = scores[(scores["embedding"] == name) & (scores["kind"] == kind)]["sim"]
+            fig.add_trace(
+                go.Histogram(
+                    x=vals,
+                    name=kind,
+                    marker_color=color,
+                    opacity=0.6,
+                    histnorm="probability density",
+                    nbinsx=60,
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
+        fig.update_xaxes(title_text="cosine similarity", row=1, col=col)
+    fig.update_layout(barmode="overlay", height=360, margin={"t": 50})
+    st.plotly_chart(fig, width="stretch")
+    shown = summary.rename(
+        columns={
+            "recall_at_1": "Recall@1",
+            "loss": f"loss (τ = {tau:.3g})",
+            "candidate_accuracy": "positive beats all negatives",
+            "mean_pos_sim": "mean positive sim",
+            "mean_neg_sim": "mean negative sim",
+            "centroid_distance": "centroid distance",
+        }
+    )
+    st.dataframe(shown, hide_index=True, width="stretch")
+
+
+# ------------------------------------------------------------------------------------------------ page
+
+
+def main() -> None:
+    explain()
+    run = require_run()
+    tau, tau_learned = learned_or_default_tau(run)
+    try:
+        with st.spinner("Measuring the gap (a cross-validated classifier)…"):
+            groups, metrics = cached_metrics(run, run.run_id)
+    except NegScopeError as exc:
+        st.error(f"The modality gap cannot be measured: {exc}")
+        st.stop()
+    if groups.one_modality:
+        st.info(groups.note)
+    else:
+        st.caption(groups.note)
+    section_metrics(groups, metrics)
+    section_pca(run, groups)
+    section_shift(run, tau, tau_learned)
+    section_project(run, tau)
+
+
+main()
