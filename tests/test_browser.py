@@ -35,10 +35,16 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def browser_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The workspace of the app under test (its runs and review database)."""
+    return tmp_path_factory.mktemp("browser_home")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory, browser_home: Path) -> Iterator[str]:
     """Start ``streamlit run app.py`` on a free loopback port; stop it afterwards."""
     port = _free_port()
-    env = {**os.environ, "NEGSCOPE_HOME": str(tmp_path_factory.mktemp("browser_home"))}
+    env = {**os.environ, "NEGSCOPE_HOME": str(browser_home)}
     log = tmp_path_factory.mktemp("browser_log") / "streamlit.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -106,7 +112,17 @@ def _assert_clean(page, name: str) -> None:
     assert "Traceback" not in page.content(), f"{name} shows a traceback"
 
 
-def test_every_page_in_chromium(app_url: str) -> None:
+def _record_one_false_negative(page) -> None:
+    """On the False Negatives page: type an annotator name, then press "False negative" once."""
+    name = page.get_by_label("Annotator name")
+    name.fill("browser-test")
+    name.press("Enter")
+    _settle(page)
+    page.get_by_role("button", name="False negative", exact=True).first.click()
+    _settle(page)
+
+
+def test_every_page_in_chromium(app_url: str, browser_home: Path) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     SHOTS.mkdir(exist_ok=True)
     pages = sorted((REPO / "pages").glob("*.py"))
@@ -142,5 +158,20 @@ def test_every_page_in_chromium(app_url: str) -> None:
                 assert page.get_by_text("No run is loaded yet").count() == 0, f"{script.name} lost the run"
                 _assert_clean(page, script.name)
                 page.screenshot(path=str(SHOTS / f"{i:02d}_{script.stem}.png"), full_page=True)
+                if "False_Negatives" in script.stem:
+                    _record_one_false_negative(page)
+                    _assert_clean(page, "false-negative decision")
         finally:
             browser.close()
+
+    # The decision made in the browser is in the review database, under the sample's dataset hash.
+    import json
+
+    from analysis.review_store import ReviewStore
+
+    manifests = list((browser_home / "runs").glob("*/manifest.json"))
+    assert len(manifests) == 1
+    dataset_hash = json.loads(manifests[0].read_text())["dataset_hash"]
+    decided = ReviewStore(browser_home / "reviews.sqlite").latest(dataset_hash, kind="negative")
+    assert list(decided["decision"]) == ["false_negative"]
+    assert list(decided["annotator"]) == ["browser-test"]

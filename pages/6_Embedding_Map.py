@@ -1,0 +1,555 @@
+"""Embedding map: every item of the run in 2-D (UMAP or PCA), coloured, searchable and selectable."""
+
+from __future__ import annotations
+
+import html
+
+import faiss
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+
+from analysis.embedding_map import (
+    REVIEW_STATUSES,
+    MapParams,
+    compute_map,
+    find_items,
+    is_cached,
+    item_attributes,
+    item_neighbours,
+    pair_lines,
+    per_item_scores,
+    review_status,
+)
+from analysis.errors import NegScopeError
+from analysis.neighbors import flat_index
+from analysis.review_store import ReviewStore
+from analysis.runfolder import Run
+from analysis.workspace import review_db_path
+from ui.render import show_item
+from ui.state import require_run
+
+st.set_page_config(page_title="Embedding map · NegScope", page_icon="🗺️", layout="wide")
+
+#: Session-state keys the false-negative review page reads to narrow its queue to these item ids.
+QUEUE_KEYS = ("fn_queue_item_ids", "fn_focus_item_ids")
+FN_PAGE = "pages/4_False_Negatives.py"
+MAX_CATEGORIES = 20
+HOVER_CHARS = 80
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+)  # fmt: skip
+COLOUR_BY = {
+    "Modality": ("modality", "category"),
+    "Label": ("label", "category"),
+    "Role in pairs": ("role", "category"),
+    "Negative source": ("negative_source", "category"),
+    "pos_sim (anchor · positive)": ("pos_sim", "number"),
+    "Review decision": ("review", "category"),
+    "False-negative score": ("fn_score", "number"),
+    "False-negative flag": ("fn_flag", "category"),
+    "Label-noise score": ("ln_score", "number"),
+    "Label-noise flag": ("ln_flag", "category"),
+}
+
+for key, value in {
+    "map_method": "UMAP",
+    "map_neighbors": 15,
+    "map_min_dist": 0.1,
+    "map_auto_epochs": True,
+    "map_epochs": 200,
+    "map_seed": 0,
+    "map_colour": "Modality",
+    "map_lines": False,
+    "map_lines_n": 200,
+    "map_point_size": 4,
+    "map_max_points": 200_000,
+    "map_search": "",
+    "map_search_k": 10,
+    "map_selected": [],
+}.items():
+    st.session_state.setdefault(key, value)
+
+
+# ------------------------------------------------------------------------------------------------ cached wrappers
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def cached_map(_run: Run, run_path: str, params: MapParams) -> pd.DataFrame:
+    """The map (read from the run folder's cache, which :func:`ensure_map` filled with a progress bar)."""
+    return compute_map(_run, params)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def cached_attributes(_run: Run, run_path: str) -> pd.DataFrame:
+    """Modality, label, role, negative source and pos_sim of every item."""
+    return item_attributes(_run)
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def cached_index(_run: Run, run_path: str) -> faiss.Index:
+    """An exact inner-product index over the run's embeddings, for the neighbour search."""
+    return flat_index(_run.embeddings)
+
+
+@st.cache_data(max_entries=4, show_spinner="Running the false-negative detector…")
+def cached_fn_scores(_run: Run, run_path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per item: the highest false-negative score it gets as a candidate, and whether any is flagged."""
+    from analysis.false_negatives import find_false_negatives
+
+    return per_item_scores(find_false_negatives(_run), len(_run.items), id_column="candidate_id")
+
+
+@st.cache_data(max_entries=4, show_spinner="Running the label-noise detectors…")
+def cached_ln_scores(_run: Run, run_path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per item: the highest label-noise score (mismatched pair, wrong label, duplicate) and any flag."""
+    from analysis.label_noise import detect_label_noise
+
+    return per_item_scores(detect_label_noise(_run).table(), len(_run.items), id_column="item_id")
+
+
+def review_column(run: Run) -> np.ndarray:
+    """Each item's review status from the shared database (read fresh: other annotators write to it)."""
+    return review_status(run, ReviewStore(review_db_path()).latest(run.dataset_hash))
+
+
+# ------------------------------------------------------------------------------------------------ page parts
+
+
+def explain() -> None:
+    """What am I looking at."""
+    st.title("Embedding map")
+    st.markdown(
+        "Every item of the run (anchors, positives, negatives) as one point; nearby points have similar "
+        "embeddings. **PCA** is a linear projection onto the two directions of largest variance: it keeps "
+        "global distances honest but squashes clusters together. **UMAP** keeps each item's nearest "
+        "neighbours near it, at the price of distances between clusters meaning little."
+    )
+    with st.expander("What the two maps preserve", expanded=False):
+        st.markdown("PCA: the top two eigenvectors $w_1, w_2$ of the covariance of the centred embeddings,")
+        st.latex(
+            r"w = \arg\max_{\|w\|=1} w^\top \Sigma w, \quad \Sigma = \tfrac{1}{N-1} \sum_i (x_i - \bar x)(x_i - \bar x)^\top"
+        )
+        st.markdown(
+            "UMAP: each item gets fuzzy memberships to its $k$ nearest neighbours (found exactly with faiss, "
+            "or with a recall-checked approximate index for large runs), and the map is optimised so that "
+            "the same memberships hold between the 2-D points:"
+        )
+        st.latex(
+            r"v_{j|i} = \exp\!\left(-\frac{d(x_i, x_j) - \rho_i}{\sigma_i}\right), \quad"
+            r"v_{ij} = v_{j|i} + v_{i|j} - v_{j|i} v_{i|j}, \quad"
+            r"w_{ij} = \left(1 + a \|y_i - y_j\|^{2b}\right)^{-1}"
+        )
+        st.latex(
+            r"\min_{y} \; \sum_{i \ne j} v_{ij} \log \frac{v_{ij}}{w_{ij}} + (1 - v_{ij}) \log \frac{1 - v_{ij}}{1 - w_{ij}}"
+        )
+        st.markdown(
+            "How well a map keeps neighbourhoods is measured by its **trustworthiness** (1 = every map "
+            "neighbour is a real neighbour; $r(i,j)$ is j's rank among i's neighbours in the embedding space):"
+        )
+        st.latex(r"T(k) = 1 - \frac{2}{N k (2N - 3k - 1)} \sum_i \sum_{j \in U_k(i)} \big(r(i,j) - k\big)")
+        st.markdown(
+            "Select points with the box or lasso tool (or click one) to list them below and send them to the "
+            "false-negative review queue."
+        )
+
+
+def settings_sidebar() -> MapParams:
+    """Map parameters from the sidebar."""
+    sb = st.sidebar
+    sb.header("Map")
+    sb.radio("Projection", ["UMAP", "PCA"], key="map_method", horizontal=True)
+    umap_on = st.session_state["map_method"] == "UMAP"
+    sb.slider("Neighbours (k)", 2, 100, key="map_neighbors", disabled=not umap_on, help="UMAP's n_neighbors")
+    sb.slider("Minimum distance", 0.0, 0.99, step=0.01, key="map_min_dist", disabled=not umap_on)
+    sb.checkbox("Choose epochs automatically", key="map_auto_epochs", disabled=not umap_on)
+    sb.number_input(
+        "Epochs", 10, 2000, step=10, key="map_epochs", disabled=not umap_on or st.session_state["map_auto_epochs"]
+    )
+    sb.number_input("Seed", 0, 2**31 - 1, key="map_seed", help="Same seed, same map.")
+    return MapParams(
+        method="umap" if umap_on else "pca",
+        n_neighbors=int(st.session_state["map_neighbors"]),
+        min_dist=float(st.session_state["map_min_dist"]),
+        n_epochs=None if st.session_state["map_auto_epochs"] else int(st.session_state["map_epochs"]),
+        seed=int(st.session_state["map_seed"]),
+    )
+
+
+def ensure_map(run: Run, params: MapParams) -> pd.DataFrame:
+    """The map, computed with a progress bar the first time (then read from the run folder)."""
+    if not is_cached(run, params):
+        bar = st.progress(0.0, text=f"Computing the {params.method.upper()} map of {len(run.items):,} items…")
+        try:
+            with st.spinner(f"{params.method.upper()} is running…"):
+                table = compute_map(run, params, progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
+        finally:
+            bar.empty()
+        if not table.attrs.get("cached") and not is_cached(run, params):
+            st.caption("The run folder is not writable: this map is kept in memory only.")
+    return cached_map(run, str(run.path), params)
+
+
+def colour_values(run: Run, choice: str, attrs: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """(N,) values to colour by and their kind ('category' or 'number')."""
+    column, kind = COLOUR_BY[choice]
+    if column in attrs.columns:
+        return attrs[column].to_numpy(), kind
+    if column == "review":
+        return review_column(run), kind
+    if column.startswith("fn_"):
+        score, flagged = cached_fn_scores(run, str(run.path))
+    else:
+        score, flagged = cached_ln_scores(run, str(run.path))
+    if column.endswith("_score"):
+        return score, kind
+    names = np.where(flagged, "flagged", np.where(np.isnan(score), "not examined", "not flagged"))
+    return names.astype(object), kind
+
+
+def hover_texts(run: Run, attrs: pd.DataFrame) -> np.ndarray:
+    """(N,) hover lines: the text (or image path), escaped so plotly never reads it as markup."""
+    content = run.items["content"].astype(str)
+    short = content.where(content.str.len() <= HOVER_CHARS, content.str.slice(0, HOVER_CHARS - 1) + "…")
+    text = attrs["modality"].astype(str) + " · " + attrs["role"].astype(str) + " · label " + attrs["label"].astype(str)
+    return np.array(
+        [
+            html.escape(f"{t}<br>{s}", quote=False).replace("&lt;br&gt;", "<br>")
+            for t, s in zip(text, short, strict=True)
+        ],
+        dtype=object,
+    )
+
+
+def shown_rows(n: int, limit: int, keep: np.ndarray, seed: int) -> np.ndarray:
+    """All rows, or a seeded random ``limit`` of them plus ``keep`` (highlighted rows stay visible)."""
+    if n <= limit:
+        return np.arange(n)
+    rows = np.random.default_rng(seed).choice(n, size=limit, replace=False)
+    return np.unique(np.concatenate([rows, keep.astype(np.int64)]))
+
+
+def build_figure(
+    coords: np.ndarray,
+    values: np.ndarray,
+    kind: str,
+    hover: np.ndarray,
+    rows: np.ndarray,
+    *,
+    point_size: int,
+    lines: tuple[np.ndarray, np.ndarray] | None,
+    query: int | None,
+    neighbours: np.ndarray,
+    title: str,
+) -> go.Figure:
+    """The WebGL scatter: one trace per category (or one with a colour scale), overlays on top."""
+    fig = go.Figure()
+    ids = rows.astype(np.int64)
+    if kind == "category":
+        cats = pd.Series(values[rows]).astype(str)
+        counts = cats.value_counts()
+        top = list(counts.index[:MAX_CATEGORIES])
+        if len(counts) > MAX_CATEGORIES:
+            cats = cats.where(cats.isin(top), "other")
+            top.append("other")
+        order = [c for c in REVIEW_STATUSES if c in top] if set(top) <= set(REVIEW_STATUSES) else sorted(top)
+        for i, cat in enumerate(order):
+            mask = (cats == cat).to_numpy()
+            sel = ids[mask]
+            fig.add_trace(
+                go.Scattergl(
+                    x=coords[sel, 0],
+                    y=coords[sel, 1],
+                    mode="markers",
+                    name=f"{cat} ({int(mask.sum()):,})",
+                    marker={"size": point_size, "color": PALETTE[i % len(PALETTE)], "opacity": 0.75},
+                    customdata=sel[:, None],
+                    text=hover[sel],
+                    hovertemplate="item %{customdata[0]}<br>%{text}<extra>" + html.escape(cat) + "</extra>",
+                )
+            )
+    else:
+        v = values[rows].astype(np.float64)
+        ok = np.isfinite(v)
+        if (~ok).any():
+            sel = ids[~ok]
+            fig.add_trace(
+                go.Scattergl(
+                    x=coords[sel, 0],
+                    y=coords[sel, 1],
+                    mode="markers",
+                    name=f"no value ({int((~ok).sum()):,})",
+                    marker={"size": point_size, "color": "#c7c7c7", "opacity": 0.5},
+                    customdata=sel[:, None],
+                    text=hover[sel],
+                    hovertemplate="item %{customdata[0]}<br>%{text}<extra>no value</extra>",
+                )
+            )
+        sel = ids[ok]
+        fig.add_trace(
+            go.Scattergl(
+                x=coords[sel, 0],
+                y=coords[sel, 1],
+                mode="markers",
+                name=title,
+                marker={
+                    "size": point_size,
+                    "color": v[ok],
+                    "colorscale": "Viridis",
+                    "showscale": True,
+                    "colorbar": {"title": {"text": title}},
+                    "opacity": 0.8,
+                },
+                customdata=np.column_stack([sel, v[ok]]),
+                text=hover[sel],
+                hovertemplate="item %{customdata[0]} · value %{customdata[1]:.3f}<br>%{text}<extra></extra>",
+            )
+        )
+    if lines is not None:
+        fig.add_trace(
+            go.Scattergl(
+                x=lines[0],
+                y=lines[1],
+                mode="lines",
+                name="anchor → positive",
+                line={"width": 1, "color": "rgba(60,60,60,0.35)"},
+                hoverinfo="skip",
+                connectgaps=False,
+            )
+        )
+    if len(neighbours):
+        fig.add_trace(
+            go.Scattergl(
+                x=coords[neighbours, 0],
+                y=coords[neighbours, 1],
+                mode="markers",
+                name="nearest neighbours",
+                marker={"size": point_size + 8, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "black"}},
+                customdata=neighbours[:, None],
+                text=hover[neighbours],
+                hovertemplate="neighbour: item %{customdata[0]}<br>%{text}<extra></extra>",
+            )
+        )
+    if query is not None:
+        fig.add_trace(
+            go.Scattergl(
+                x=[coords[query, 0]],
+                y=[coords[query, 1]],
+                mode="markers",
+                name="search result",
+                marker={
+                    "size": point_size + 14,
+                    "color": "gold",
+                    "symbol": "star",
+                    "line": {"width": 1, "color": "black"},
+                },
+                customdata=[[int(query)]],
+                text=[hover[query]],
+                hovertemplate="found: item %{customdata[0]}<br>%{text}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        height=650,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"itemsizing": "constant", "title": {"text": title}},
+        dragmode="lasso",
+        xaxis={"showticklabels": False, "title": None, "zeroline": False},
+        yaxis={"showticklabels": False, "title": None, "zeroline": False, "scaleanchor": "x", "scaleratio": 1},
+        uirevision="map",
+    )
+    return fig
+
+
+def selected_ids(event, n_items: int) -> list[int]:
+    """Item ids of the selected points, read from their custom data (never from point indices)."""
+    try:
+        points = event["selection"]["points"]
+    except (KeyError, TypeError):
+        return []
+    out: list[int] = []
+    for point in points or []:
+        data = point.get("customdata") if isinstance(point, dict) else None
+        if data is None:
+            continue
+        value = data[0] if isinstance(data, list | tuple) else data
+        try:
+            item = int(value)
+        except (TypeError, ValueError):
+            continue
+        if 0 <= item < n_items and item not in out:
+            out.append(item)
+    return out
+
+
+def search_panel(run: Run) -> tuple[int | None, pd.DataFrame]:
+    """The search box: finds an item by id or text; returns it and its nearest neighbours."""
+    st.text_input(
+        "Find an item (an item id, or text its content contains)",
+        key="map_search",
+        placeholder="e.g. 42, or 'seven', or images/0007.png",
+    )
+    query = st.session_state["map_search"].strip()
+    if not query:
+        return None, pd.DataFrame()
+    found = find_items(run, query, limit=200)
+    if len(found) == 0:
+        st.info(f"No item has the id or contains the text {query!r}.")
+        return None, pd.DataFrame()
+    contents = run.items["content"].astype(str)
+    labels = {int(i): f"{int(i)} · {contents.iloc[int(i)][:70]}" for i in found}
+    if st.session_state.get("map_search_pick") not in labels:
+        st.session_state["map_search_pick"] = int(found[0])
+    left, right = st.columns([3, 1])
+    left.selectbox(
+        f"{len(found)} match{'es' if len(found) != 1 else ''}" + (" (first 200)" if len(found) == 200 else ""),
+        list(labels),
+        format_func=lambda i: labels[i],
+        key="map_search_pick",
+    )
+    right.slider("Neighbours to highlight", 1, 50, key="map_search_k")
+    item = int(st.session_state["map_search_pick"])
+    nbrs = item_neighbours(
+        run.embeddings, item, int(st.session_state["map_search_k"]), index=cached_index(run, str(run.path))
+    )
+    return item, nbrs
+
+
+def item_table(run: Run, attrs: pd.DataFrame, ids: list[int], extra: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rows of ``attrs`` for ``ids``, with the content, ready to show."""
+    table = attrs.iloc[ids][["item_id", "modality", "role", "label", "negative_source", "pos_sim"]].copy()
+    table.insert(2, "content", run.items["content"].astype(str).iloc[ids].to_numpy())
+    if extra is not None:
+        table = extra.merge(table, on="item_id", how="left")
+    return table.reset_index(drop=True)
+
+
+def selection_panel(run: Run, attrs: pd.DataFrame, ids: list[int]) -> None:
+    """The table of selected items, one of them drawn, and the hand-over to the review queue."""
+    st.subheader(f"Selection: {len(ids):,} item{'s' if len(ids) != 1 else ''}")
+    if not ids:
+        st.caption("Use the box or lasso tool on the map (or click a point) to select items.")
+        return
+    table = item_table(run, attrs, ids)
+    st.dataframe(table, hide_index=True, height=min(400, 38 + 35 * len(table)), key="map_selection_table")
+    left, right = st.columns([1, 2])
+    with left:
+        if st.session_state.get("map_show") not in ids:
+            st.session_state["map_show"] = ids[0]
+        st.selectbox("Show item", ids, key="map_show")
+        show_item(run, int(st.session_state["map_show"]), width=200)
+    with right:
+        st.markdown(
+            "Send these items to the **false-negative review queue**: it will list only the candidates whose "
+            "anchor or candidate is one of them."
+        )
+        if st.button(f"Send {len(ids):,} items to the review queue", key="map_send", type="primary"):
+            for key in QUEUE_KEYS:
+                st.session_state[key] = list(ids)
+            st.session_state["map_sent"] = len(ids)
+        if st.session_state.get("map_sent"):
+            st.success(f"{st.session_state['map_sent']:,} items are waiting in the review queue.")
+            try:
+                st.page_link(FN_PAGE, label="Open the false-negative review", icon="🔍")
+            except StreamlitAPIException:  # the page runs on its own (not under app.py): no page registry
+                st.caption("Open **False Negatives** in the sidebar to review them.")
+        st.download_button(
+            "Download the selection (CSV)",
+            table.to_csv(index=False).encode(),
+            file_name=f"{run.run_id}_selection.csv",
+            mime="text/csv",
+            key="map_download",
+        )
+
+
+# ------------------------------------------------------------------------------------------------ the page
+
+
+explain()
+run = require_run()
+params = settings_sidebar()
+n = len(run.items)
+if n == 0:
+    st.warning("This run has no items to draw.")
+    st.stop()
+
+try:
+    table = ensure_map(run, params)
+    attrs = cached_attributes(run, str(run.path))
+except NegScopeError as exc:
+    st.error(f"The map could not be computed: {exc}")
+    st.stop()
+except (MemoryError, OSError, ValueError) as exc:
+    st.error(f"The map could not be computed ({type(exc).__name__}): {exc}")
+    st.stop()
+coords = table[["x", "y"]].to_numpy(np.float64)
+
+controls = st.columns([2, 1, 1, 1])
+controls[0].selectbox("Colour by", list(COLOUR_BY), key="map_colour")
+controls[1].toggle("Lines between pairs", key="map_lines", help="anchor → positive for a random sample of pairs")
+controls[2].slider("Pairs drawn", 10, 2000, step=10, key="map_lines_n", disabled=not st.session_state["map_lines"])
+controls[3].slider("Point size", 1, 12, key="map_point_size")
+if n > 50_000:
+    st.number_input(
+        "Points drawn at most (a random sample above this; found and selected items always stay)",
+        10_000,
+        2_000_000,
+        step=10_000,
+        key="map_max_points",
+    )
+
+try:
+    values, kind = colour_values(run, st.session_state["map_colour"], attrs)
+except (NegScopeError, ValueError) as exc:
+    st.error(f"Cannot colour by {st.session_state['map_colour']}: {exc}")
+    values, kind = attrs["modality"].to_numpy(), "category"
+
+query_item, nbrs = search_panel(run)
+neighbour_ids = nbrs["item_id"].to_numpy(np.int64) if len(nbrs) else np.empty(0, dtype=np.int64)
+keep = np.concatenate([neighbour_ids, [query_item] if query_item is not None else []]).astype(np.int64)
+keep = np.concatenate([keep, np.asarray(st.session_state["map_selected"], dtype=np.int64)])
+rows = shown_rows(n, int(st.session_state["map_max_points"]), keep, int(st.session_state["map_seed"]))
+lines = None
+if st.session_state["map_lines"]:
+    xs, ys, _ = pair_lines(
+        run, coords, n_pairs=int(st.session_state["map_lines_n"]), seed=int(st.session_state["map_seed"])
+    )
+    lines = (xs, ys)
+
+fig = build_figure(
+    coords,
+    values,
+    kind,
+    hover_texts(run, attrs),
+    rows,
+    point_size=int(st.session_state["map_point_size"]),
+    lines=lines,
+    query=query_item,
+    neighbours=neighbour_ids,
+    title=st.session_state["map_colour"],
+)
+how = "read from the run folder" if table.attrs.get("cached", True) else "just computed"
+st.caption(
+    f"{params.method.upper()} map of {n:,} items ({len(rows):,} drawn, WebGL) · {how} · "
+    "drag to select (lasso; pick the box tool in the toolbar), double-click to clear, scroll to zoom."
+)
+event = st.plotly_chart(
+    fig,
+    on_select="rerun",
+    selection_mode=("box", "lasso", "points"),
+    key="map_chart",
+    config={"scrollZoom": True, "displaylogo": False},
+)
+st.session_state["map_selected"] = selected_ids(event, n)
+
+if query_item is not None and len(nbrs):
+    with st.expander(f"Item {query_item} and its {len(nbrs)} nearest neighbours (cosine similarity)", expanded=True):
+        left, right = st.columns([1, 3])
+        with left:
+            show_item(run, query_item, caption="searched item", width=160)
+        with right:
+            st.dataframe(item_table(run, attrs, nbrs["item_id"].tolist(), extra=nbrs), hide_index=True)
+
+selection_panel(run, attrs, st.session_state["map_selected"])

@@ -1,0 +1,201 @@
+"""AppTest of the embedding-map page: map, colours, search, pair lines, selection and the review hand-over."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from analysis.embedding_map import MapParams, item_neighbours, map_cache_path, pca_2d
+from analysis.review_store import Decision, ReviewStore
+from analysis.runfolder import load_run, write_run
+from tests.synthetic import make_synthetic_run
+from ui.state import RUN_KEY
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "6_Embedding_Map.py")
+
+
+@pytest.fixture(autouse=True)
+def _clear_caches():
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def small_run(tmp_path: Path):
+    run, _ = make_synthetic_run(tmp_path / "run", n_pairs=150, seed=3)
+    return run
+
+
+def _app(run) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.session_state[RUN_KEY] = str(run.path)
+    return at
+
+
+def _figure(at: AppTest) -> dict:
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    return json.loads(charts[0].proto.spec)
+
+
+def _arr(value) -> np.ndarray:
+    """A plotly JSON array: a list, or a typed array ``{"dtype", "bdata" (base64), "shape"}``."""
+    if isinstance(value, dict) and "bdata" in value:
+        out = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        if "shape" in value:
+            out = out.reshape([int(v) for v in str(value["shape"]).split(",")])
+        return out
+    return np.asarray(value if value is not None else [])
+
+
+def _trace_ids(trace: dict) -> list[int]:
+    data = _arr(trace.get("customdata"))
+    return [int(v) for v in (data[:, 0] if data.ndim == 2 else data)]
+
+
+def test_without_a_run_the_page_links_home() -> None:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert any("No run is loaded" in info.value for info in at.info)
+
+
+def test_umap_map_is_drawn_and_cached(small_run) -> None:
+    at = _app(small_run)
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == "Embedding map"
+    assert len(at.latex) >= 3
+    fig = _figure(at)
+    traces = [t for t in fig["data"] if t["type"] == "scattergl"]
+    names = sorted(t["name"] for t in traces)
+    assert names == ["image (150)", "text (150)"]
+    ids = sorted(i for t in traces for i in _trace_ids(t))
+    assert ids == list(range(len(small_run.items)))  # every item once, identified by custom data
+    assert map_cache_path(small_run, MapParams()).is_file()
+    assert fig["layout"]["dragmode"] == "lasso"
+
+
+def test_every_colouring_renders(small_run) -> None:
+    store = ReviewStore(Path(os.environ["NEGSCOPE_HOME"]) / "reviews.sqlite")
+    keys = small_run.items["key"].tolist()
+    store.record(Decision(small_run.dataset_hash, "negative", keys[0], keys[160], "false_negative", "ann"))
+    at = _app(small_run)
+    at.run()
+    for choice in at.selectbox(key="map_colour").options:
+        at.selectbox(key="map_colour").set_value(choice).run()
+        assert not at.exception, choice
+        fig = _figure(at)
+        drawn = sorted(i for t in fig["data"] if t.get("customdata") for i in _trace_ids(t))
+        assert drawn == list(range(len(small_run.items))), choice
+        if choice == "Review decision":
+            names = {t["name"] for t in fig["data"]}
+            assert "false negative (1)" in names and f"undecided ({len(small_run.items) - 1})" in names
+        if choice == "pos_sim (anchor · positive)":
+            scale = [t for t in fig["data"] if t["marker"].get("showscale")]
+            assert len(scale) == 1 and len(_arr(scale[0]["x"])) == len(small_run.items)  # every item is in a pair
+
+
+def test_pca_map_matches_pca(small_run) -> None:
+    at = _app(small_run)
+    at.run()
+    at.radio(key="map_method").set_value("PCA").run()
+    assert not at.exception
+    fig = _figure(at)
+    coords = pca_2d(small_run.embeddings)
+    for trace in fig["data"]:
+        ids = _trace_ids(trace)
+        np.testing.assert_allclose(_arr(trace["x"]), coords[ids, 0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(_arr(trace["y"]), coords[ids, 1], rtol=1e-5, atol=1e-6)
+
+
+def test_pair_lines_toggle(small_run) -> None:
+    at = _app(small_run)
+    at.run()
+    at.toggle(key="map_lines").set_value(True).run()
+    at.slider(key="map_lines_n").set_value(40).run()
+    assert not at.exception
+    lines = [t for t in _figure(at)["data"] if t.get("mode") == "lines"]
+    assert len(lines) == 1 and len(_arr(lines[0]["x"])) == 3 * 40
+
+
+def test_search_highlights_nearest_neighbours(small_run) -> None:
+    at = _app(small_run)
+    at.run()
+    at.text_input(key="map_search").input("caption of class 4").run()
+    assert not at.exception
+    picked = at.selectbox(key="map_search_pick").value
+    assert "caption of class 4" in small_run.items["content"][picked]
+    at.slider(key="map_search_k").set_value(7).run()
+    fig = _figure(at)
+    by_name = {t["name"]: t for t in fig["data"]}
+    expected = item_neighbours(small_run.embeddings, picked, 7)["item_id"].tolist()
+    assert _trace_ids(by_name["nearest neighbours"]) == expected
+    assert _trace_ids(by_name["search result"]) == [picked]
+    assert any(df.value["item_id"].tolist() == expected for df in at.dataframe)
+    # an id works too, and text that matches nothing says so
+    at.text_input(key="map_search").input("12").run()
+    assert at.selectbox(key="map_search_pick").value == 12
+    at.text_input(key="map_search").input("no such text anywhere").run()
+    assert not at.exception
+    assert any("No item" in info.value for info in at.info)
+
+
+def test_selection_fills_the_table_and_goes_to_the_review_queue(small_run) -> None:
+    at = _app(small_run)
+    at.run()
+    at.session_state["map_chart"] = {
+        "selection": {
+            "points": [
+                {"curve_number": 0, "point_index": 0, "customdata": [17]},
+                {"curve_number": 1, "point_index": 0, "customdata": [160, 0.5]},
+                {"curve_number": 2, "point_index": 3},  # a line point: no item
+                {"curve_number": 0, "point_index": 1, "customdata": [17]},
+            ],
+            "point_indices": [0, 0, 3, 1],
+            "box": [],
+            "lasso": [],
+        }
+    }
+    at.run()
+    assert not at.exception
+    assert at.subheader[-1].value == "Selection: 2 items"
+    table = at.dataframe[-1].value
+    assert table["item_id"].tolist() == [17, 160]
+    assert table["content"].tolist() == small_run.items["content"].iloc[[17, 160]].tolist()
+    assert at.selectbox(key="map_show").value == 17
+    at.button(key="map_send").click().run()
+    assert not at.exception
+    assert at.session_state["fn_queue_item_ids"] == [17, 160]
+    assert at.session_state["fn_focus_item_ids"] == [17, 160]
+    assert any("waiting in the review queue" in s.value for s in at.success)
+
+
+def test_user_text_is_escaped_in_hover(tmp_path: Path) -> None:
+    run, _ = make_synthetic_run(tmp_path / "src", n_pairs=30)
+    items = run.items.copy()
+    items.loc[40, "content"] = "<b>bold</b> <script>alert(1)</script>"
+    write_run(
+        tmp_path / "run",
+        manifest=run.manifest,
+        items=items,
+        embeddings=run.embeddings,
+        pairs=run.pairs,
+        negatives=run.negatives,
+    )
+    at = _app(load_run(tmp_path / "run"))
+    at.run()
+    assert not at.exception
+    texts = [str(text) for t in _figure(at)["data"] for text in _arr(t.get("text"))]
+    hit = [t for t in texts if "bold" in t]
+    assert len(hit) == 1 and "<b>" not in hit[0] and "&lt;script&gt;" in hit[0]
