@@ -114,7 +114,7 @@ def _assert_clean(page, name: str) -> None:
 
 def _record_one_false_negative(page) -> None:
     """On the False Negatives page: type an annotator name, then press "False negative" once."""
-    name = page.get_by_label("Annotator name")
+    name = page.get_by_role("textbox", name="Annotator name")
     name.fill("browser-test")
     name.press("Enter")
     _settle(page)
