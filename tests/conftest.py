@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,15 @@ def sample_run(sample_run_path: Path):
     from analysis.runfolder import load_run
 
     return load_run(sample_run_path)
+
+
+@pytest.fixture(autouse=True)
+def clear_streamlit_caches() -> Iterator[None]:
+    """AppTest runs share Streamlit's process-wide caches: start and end every test with them empty."""
+    import streamlit as st
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()

@@ -201,3 +201,15 @@ def make_random_run(
         negatives=negatives,
     )
     return load_run(path)
+
+
+def write_image_files(run: Run, *, seed: int = 0) -> Run:
+    """Write a random 8x8 PNG for every image item of a synthetic run (so pages can draw them)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for content in run.items.loc[run.items["modality"] == "image", "content"]:
+        image = run.dataset_root / content
+        image.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, size=(8, 8), dtype=np.uint8)).save(image)
+    return run

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from analysis.cli import main as cli_main
 from analysis.datasets import load_dataset
@@ -23,7 +22,7 @@ from analysis.export import (
 from analysis.review_store import Decision, ReviewStore
 from analysis.runfolder import Run
 from analysis.workspace import review_db_path
-from tests.synthetic import make_synthetic_run
+from tests.synthetic import make_synthetic_run, write_image_files
 
 
 def _given(run: Run) -> pd.DataFrame:
@@ -187,11 +186,7 @@ def test_audit_log_round_trip(text_run, tmp_path: Path) -> None:
 
 def test_image_dataset_round_trip_copies_images(tmp_path: Path) -> None:
     run, _ = make_synthetic_run(tmp_path / "run", n_pairs=30, k=3, seed=3)
-    rng = np.random.default_rng(0)
-    for content in run.items.loc[run.items["modality"] == "image", "content"]:
-        image = run.dataset_root / content
-        image.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, size=(8, 8), dtype=np.uint8)).save(image)
+    write_image_files(run)
     store = ReviewStore(tmp_path / "db.sqlite")
     g = _given(run)
     _decide(run, store, g.iloc[[2]], "false_negative")

@@ -4,39 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import streamlit as st
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from analysis.review_store import ReviewStore
 from analysis.runfolder import Run
 from analysis.workspace import review_db_path
-from tests.synthetic import make_synthetic_run
+from tests.synthetic import make_synthetic_run, write_image_files
 from ui.state import ANNOTATOR_KEY, RUN_KEY
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "4_False_Negatives.py")
-
-
-@pytest.fixture(autouse=True)
-def clear_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 @pytest.fixture
 def image_run(tmp_path: Path) -> Run:
     """A small two-modality synthetic run whose anchor images exist on disk."""
     run, _ = make_synthetic_run(tmp_path / "run", n_pairs=60, k=4, seed=5)
-    rng = np.random.default_rng(0)
-    for content in run.items.loc[run.items["modality"] == "image", "content"]:
-        image = run.dataset_root / content
-        image.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, size=(8, 8), dtype=np.uint8)).save(image)
+    write_image_files(run)
     return run
 
 

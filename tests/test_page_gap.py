@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from analysis.modality_gap import gap_metrics, modality_groups
@@ -15,15 +14,6 @@ from tests.synthetic import make_synthetic_run
 from ui.state import RUN_KEY
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "3_Modality_Gap.py")
-
-
-@pytest.fixture(autouse=True)
-def clear_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 def _page(run: Run) -> AppTest:

@@ -6,37 +6,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from analysis.review_store import ReviewStore
 from analysis.runfolder import Run, load_run, write_run
 from analysis.workspace import review_db_path
-from tests.synthetic import make_synthetic_run
+from tests.synthetic import make_synthetic_run, write_image_files
 from ui.state import ANNOTATOR_KEY, RUN_KEY
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "5_Label_Noise.py")
-
-
-@pytest.fixture(autouse=True)
-def clear_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 @pytest.fixture
 def noisy_run(tmp_path: Path) -> Run:
     """A synthetic run with planted mismatched pairs and a few flipped labels."""
     run, _ = make_synthetic_run(tmp_path / "run", n_pairs=120, noise=0.2, mismatch_rate=0.08, seed=11)
-    rng = np.random.default_rng(0)
-    for content in run.items.loc[run.items["modality"] == "image", "content"]:
-        image = run.dataset_root / content
-        image.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, size=(8, 8), dtype=np.uint8)).save(image)
+    write_image_files(run)
     items = run.items.copy()
     labels = items["label"].astype(int).to_numpy().copy()
     for i in (3, 7, 19, 40, 77):

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from analysis.embedding_map import MapParams, item_neighbours, map_cache_path, pca_2d
@@ -19,15 +19,6 @@ from tests.synthetic import make_synthetic_run
 from ui.state import RUN_KEY
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "6_Embedding_Map.py")
-
-
-@pytest.fixture(autouse=True)
-def _clear_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 @pytest.fixture
@@ -199,3 +190,64 @@ def test_user_text_is_escaped_in_hover(tmp_path: Path) -> None:
     texts = [str(text) for t in _figure(at)["data"] for text in _arr(t.get("text"))]
     hit = [t for t in texts if "bold" in t]
     assert len(hit) == 1 and "<b>" not in hit[0] and "&lt;script&gt;" in hit[0]
+
+
+def _big_run(path: Path, n_pairs: int):
+    """A run of 2 * n_pairs items written directly (the synthetic generator is quadratic in the pairs)."""
+    rng = np.random.default_rng(0)
+    n = 2 * n_pairs
+    centres = rng.normal(size=(20, 8))
+    emb = centres[rng.integers(0, 20, n)] + 0.3 * rng.normal(size=(n, 8))
+    items = pd.DataFrame(
+        {
+            "item_id": np.arange(n),
+            "modality": ["image"] * n_pairs + ["text"] * n_pairs,
+            "content": [f"img/{i}.png" for i in range(n_pairs)] + [f"caption {i}" for i in range(n_pairs)],
+            "label": None,
+            "key": [f"k{i}" for i in range(n)],
+        }
+    )
+    pairs = pd.DataFrame(
+        {"pair_id": np.arange(n_pairs), "anchor_id": np.arange(n_pairs), "positive_id": n_pairs + np.arange(n_pairs)}
+    )
+    negatives = pd.DataFrame(
+        {"pair_id": np.arange(n_pairs), "negative_id": n_pairs + (np.arange(n_pairs) + 1) % n_pairs, "source": "given"}
+    )
+    write_run(
+        path,
+        manifest={"dataset_hash": "big", "dataset_root": str(path)},
+        items=items,
+        embeddings=emb,
+        pairs=pairs,
+        negatives=negatives,
+    )
+    return load_run(path)
+
+
+def test_two_hundred_thousand_points_stay_webgl_and_compact(tmp_path: Path) -> None:
+    run = _big_run(tmp_path / "big", 100_000)
+    at = AppTest.from_file(PAGE, default_timeout=600)
+    at.session_state[RUN_KEY] = str(run.path)
+    at.session_state["map_method"] = "PCA"
+    at.run()
+    assert not at.exception
+    spec = at.get("plotly_chart")[0].proto.spec
+    fig = json.loads(spec)
+    assert {t["type"] for t in fig["data"]} == {"scattergl"}
+    drawn = np.concatenate([np.asarray(_trace_ids(t)) for t in fig["data"]])
+    assert len(drawn) == 200_000 and len(np.unique(drawn)) == 200_000
+    # binary arrays and short hovers keep the figure small enough to send and draw
+    assert all(isinstance(t["x"], dict) and "bdata" in t["x"] for t in fig["data"])
+    assert len(spec) / 200_000 < 120, len(spec) / 200_000
+    # a cap on the points drawn keeps a sample, plus the found item
+    at.number_input(key="map_max_points").set_value(50_000).run()
+    at.text_input(key="map_search").input("caption 23456").run()
+    assert not at.exception
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    base = [t for t in fig["data"] if t["name"] not in ("search result", "nearest neighbours")]
+    drawn = set(np.concatenate([np.asarray(_trace_ids(t)) for t in base]).tolist())
+    assert 50_000 <= len(drawn) <= 50_000 + 11
+    found = [t for t in fig["data"] if t["name"] == "search result"]
+    assert _trace_ids(found[0]) == [123_456] and 123_456 in drawn  # the found item and its neighbours stay
+    ringed = [t for t in fig["data"] if t["name"] == "nearest neighbours"]
+    assert set(_trace_ids(ringed[0])) <= drawn

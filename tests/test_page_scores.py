@@ -7,8 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import streamlit as st
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import analysis.retrieval
@@ -16,30 +14,17 @@ from analysis.candidates import build_candidates
 from analysis.mining_filter import FilterSettings, apply_filter, to_sentence_transformers
 from analysis.runfolder import Run, write_run
 from analysis.scores import compute_scores
-from tests.synthetic import make_random_run, make_synthetic_run
+from tests.synthetic import make_random_run, make_synthetic_run, write_image_files
 from ui.state import RUN_KEY
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "1_Score_Distributions.py")
-
-
-@pytest.fixture(autouse=True)
-def clear_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 @pytest.fixture
 def image_run(tmp_path: Path) -> Run:
     """A two-modality synthetic run whose image files exist."""
     run, _ = make_synthetic_run(tmp_path / "run", n_pairs=150, noise=0.25, mismatch_rate=0.08, seed=3)
-    rng = np.random.default_rng(0)
-    for content in run.items.loc[run.items["modality"] == "image", "content"]:
-        image = run.dataset_root / content
-        image.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, size=(8, 8), dtype=np.uint8)).save(image)
+    write_image_files(run)
     return run
 
 
