@@ -2,11 +2,12 @@
 
 UMAP is fed a neighbour graph that faiss computes (exact for small runs; above, an IVF index whose probe
 depth is raised until its recall@k, measured against exact search on a sample, reaches 0.95) through
-umap-learn's ``precomputed_knn`` instead of letting it run NN-descent, and the layout is optimised for
-fewer epochs (:func:`auto_epochs`) from a PCA start. umap-learn (and numba) are imported only when a UMAP map is asked for; numba's compiled
-code is cached on disk under ``workspace_dir() / "numba_cache"`` so that a new process does not compile
-again. Maps are cached in the run folder (``RUN/map_<method>_<key>.parquet``, ``key`` a hash of the
-parameters), so every page and CLI call after the first reads them back.
+umap-learn's ``precomputed_knn`` instead of letting it run NN-descent, and the layout is optimised for fewer
+epochs at a lower learning rate from a PCA start (:func:`auto_schedule`). umap-learn (and numba) are imported
+only when a UMAP map is asked for; numba's compiled code is cached on disk under
+``workspace_dir() / "numba_cache"`` so that a new process does not compile again. Maps are cached in the run
+folder (``RUN/map_<method>_<key>.parquet``, ``key`` a hash of the parameters), so every page and CLI call
+after the first reads them back.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ EXACT_KNN_BUDGET = 5e9
 #: Recall@k an approximate neighbour index must reach on a sample (its search depth is raised until it does).
 KNN_TARGET_RECALL = 0.95
 #: Version of the map recipe; bump when a change would alter cached maps.
-_RECIPE = 2
+_RECIPE = 4
 
 Progress = Callable[[float, str], None]
 
@@ -64,7 +65,9 @@ class MapParams:
     min_dist : float
         UMAP: how tightly points may pack in the map.
     n_epochs : int or None
-        UMAP: optimisation epochs; None picks :func:`auto_epochs`.
+        UMAP: optimisation epochs; None picks them from N (:func:`auto_schedule`).
+    learning_rate : float or None
+        UMAP: initial SGD step; None picks it from N (:func:`auto_schedule`).
     init : {"pca", "spectral"}
         UMAP: starting layout.
     knn : {"auto", "exact", "ivf", "hnsw"}
@@ -77,6 +80,7 @@ class MapParams:
     n_neighbors: int = 15
     min_dist: float = 0.1
     n_epochs: int | None = None
+    learning_rate: float | None = None
     init: str = "pca"
     knn: str = "auto"
     seed: int | None = 0
@@ -94,6 +98,8 @@ class MapParams:
             raise NegScopeError(f"min_dist must be between 0 and 1, got {self.min_dist}")
         if self.n_epochs is not None and not 1 <= int(self.n_epochs) <= 5000:
             raise NegScopeError(f"n_epochs must be between 1 and 5000, got {self.n_epochs}")
+        if self.learning_rate is not None and not 0.0 < float(self.learning_rate) <= 10.0:
+            raise NegScopeError(f"learning_rate must be in (0, 10], got {self.learning_rate}")
 
     def key(self) -> str:
         """Short hash of the parameters that matter for ``method`` (names the cache file)."""
@@ -104,15 +110,22 @@ class MapParams:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def auto_epochs(n: int) -> int:
-    """Optimisation epochs for ``n`` points, started from a PCA layout over an exact (or recall-checked) graph.
+def auto_schedule(n: int) -> tuple[int, float]:
+    """Optimisation epochs and initial learning rate for ``n`` points started from a PCA layout.
 
-    umap-learn runs 500 epochs up to 10k points and 200 above. Up to 10k points we keep 200 (a second or
-    two); above, trustworthiness (k = 10) gains little after 60 epochs: on 20k x 64 clustered data 60 epochs
-    come within 0.007 of umap-learn's default map and 100 within 0.004 (``benchmarks/map.py``), while the
-    layout costs time in proportion to the epochs.
+    umap-learn runs 500 epochs up to 10k points and 200 above, at learning rate 1, from a spectral start.
+    Up to 10k points we keep 200 epochs at rate 1 (a second or two). Above, 30 epochs at rate 0.25: a PCA
+    start is already a coherent layout, and a small step refines it instead of scrambling it first. On
+    clustered data of 15-20k points this came within 0.01 of umap-learn's default map in trustworthiness
+    (k = 10) with 15% of its epochs, where 60 epochs at rate 1 lost up to 0.018 (``benchmarks/map.py``
+    prints the comparison; the layout costs time in proportion to the epochs).
     """
-    return 200 if n <= 10_000 else 60
+    return (200, 1.0) if n <= 10_000 else (30, 0.25)
+
+
+def auto_epochs(n: int) -> int:
+    """The epochs of :func:`auto_schedule`."""
+    return auto_schedule(n)[0]
 
 
 # --------------------------------------------------------------------------------------------- projections
@@ -303,6 +316,7 @@ def umap_2d(
     n_neighbors: int = 15,
     min_dist: float = 0.1,
     n_epochs: int | None = None,
+    learning_rate: float | None = None,
     init: str = "pca",
     knn_method: str = "auto",
     seed: int | None = 0,
@@ -314,12 +328,12 @@ def umap_2d(
     ----------
     vectors : numpy.ndarray
         (N, D) float32 rows, L2-normalised (cosine similarity = dot product).
-    n_neighbors, min_dist, n_epochs, init, seed
+    n_neighbors, min_dist, n_epochs, learning_rate, init, seed
         See :class:`MapParams`.
-    knn_method : {"auto", "exact", "hnsw"}
-        See :class:`MapParams`.
+    knn_method : {"auto", "exact", "ivf", "hnsw"}
+        See :class:`MapParams` (its ``knn``).
     progress : callable, optional
-        ``progress(fraction, message)``; neighbours are the first 40%, the layout the rest.
+        ``progress(fraction, message)``; the neighbour graph is the first 30%, the layout epochs the rest.
 
     Returns
     -------
@@ -338,7 +352,9 @@ def umap_2d(
     )
     report(0.3, "loading UMAP")
     umap = import_umap()
-    epochs = int(n_epochs) if n_epochs is not None else auto_epochs(n)
+    auto_epochs_n, auto_rate = auto_schedule(n)
+    epochs = int(n_epochs) if n_epochs is not None else auto_epochs_n
+    rate = float(learning_rate) if learning_rate is not None else auto_rate
     start: Any = init
     if init == "pca":
         # As umap-learn's own "pca" start: scaled to at most 10 in each axis, with tiny noise that keeps
@@ -351,6 +367,7 @@ def umap_2d(
         n_neighbors=k,
         min_dist=float(min_dist),
         n_epochs=epochs,
+        learning_rate=rate,
         init=start,
         random_state=seed,
         n_jobs=1 if seed is not None else -1,
@@ -563,6 +580,7 @@ def compute_map(
             n_neighbors=params.n_neighbors,
             min_dist=params.min_dist,
             n_epochs=params.n_epochs,
+            learning_rate=params.learning_rate,
             init=params.init,
             knn_method=params.knn,
             seed=params.seed,

@@ -26,7 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from analysis.embedding_map import auto_epochs, import_umap, trustworthiness, umap_2d  # noqa: E402
+from analysis.embedding_map import auto_schedule, import_umap, trustworthiness, umap_2d  # noqa: E402
 
 
 def clustered(
@@ -78,7 +78,10 @@ def compile_costs() -> tuple[float, float]:
 def compare(n: int, d: int, *, repeats: int, sample: int) -> None:
     umap = import_umap()
     x = clustered(n, d)
-    print(f"\n== {n} x {d}: our path ({auto_epochs(n)} epochs, PCA start, faiss kNN) vs umap.UMAP().fit_transform")
+    epochs, rate = auto_schedule(n)
+    print(
+        f"\n== {n} x {d}: our path ({epochs} epochs at rate {rate}, PCA start, faiss kNN) vs umap.UMAP().fit_transform"
+    )
     ours_t, default_t = [], []
     ours = default = None
     for _ in range(repeats):  # alternate, so that a burst of load on the shared machine hits both
@@ -103,9 +106,29 @@ def compare(n: int, d: int, *, repeats: int, sample: int) -> None:
     print(f"  {load()}")
 
 
+def quality(*, sample: int) -> None:
+    """Trustworthiness of both paths on differently shaped clustered data (15k points each)."""
+    umap = import_umap()
+    sets = {
+        "30 clusters, 12-dim, 15k x 64": clustered(15_000, 64, seed=2),
+        "100 clusters, 20-dim, 15k x 128": clustered(15_000, 128, n_clusters=100, intrinsic=20, seed=3),
+        "8 wide blobs, 40-dim, 15k x 64": clustered(15_000, 64, n_clusters=8, intrinsic=40, spread=1.2, seed=5),
+    }
+    print("\n== trustworthiness T(10) on other data: ours vs default (same sample of points)")
+    for name, x in sets.items():
+        ours = umap_2d(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            default = umap.UMAP().fit_transform(x)
+        t_ours = trustworthiness(x, ours, k=10, sample=sample, seed=1)
+        t_default = trustworthiness(x, default, k=10, sample=sample, seed=1)
+        print(f"  {name:34s} ours {t_ours:.4f}  default {t_default:.4f}  change {t_ours - t_default:+.4f}")
+
+
 def large(n: int, d: int, *, sample: int) -> None:
     x = clustered(n, d, seed=1)
-    print(f"\n== {n} x {d}: our path only ({auto_epochs(n)} epochs)")
+    epochs, rate = auto_schedule(n)
+    print(f"\n== {n} x {d}: our path only ({epochs} epochs at rate {rate})")
     marks: dict[str, float] = {}
     start = time.perf_counter()
 
@@ -122,7 +145,7 @@ def large(n: int, d: int, *, sample: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes only")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs of each path (best is reported)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each path (best is reported)")
     parser.add_argument("--skip-compile", action="store_true", help="skip the fresh-process compile measurement")
     args = parser.parse_args()
     print(load())
@@ -144,6 +167,7 @@ def main() -> None:
         return
     compare(20000, 64, repeats=args.repeats, sample=5000)
     large(100_000, 384, sample=2000)
+    quality(sample=4000)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from ui.state import require_run
 st.set_page_config(page_title="Embedding map · NegScope", page_icon="🗺️", layout="wide")
 
 #: Session-state keys the false-negative review page reads to narrow its queue to these item ids.
-QUEUE_KEYS = ("fn_queue_item_ids", "fn_focus_item_ids")
+QUEUE_KEY = "fn_focus_item_ids"  # read by pages/4_False_Negatives.py to filter its queue
 FN_PAGE = "pages/4_False_Negatives.py"
 MAX_CATEGORIES = 20
 HOVER_CHARS = 80
@@ -210,16 +210,15 @@ def colour_values(run: Run, choice: str, attrs: pd.DataFrame) -> tuple[np.ndarra
     return names.astype(object), kind
 
 
-def hover_texts(run: Run, attrs: pd.DataFrame) -> np.ndarray:
-    """(N,) hover lines: the text (or image path), escaped so plotly never reads it as markup."""
-    content = run.items["content"].astype(str)
+@st.cache_data(max_entries=4, show_spinner=False)
+def cached_hover(_run: Run, run_path: str) -> np.ndarray:
+    """(N,) hover lines: role, label and the text (or image path), escaped so plotly never reads markup."""
+    attrs = cached_attributes(_run, run_path)
+    content = _run.items["content"].astype(str)
     short = content.where(content.str.len() <= HOVER_CHARS, content.str.slice(0, HOVER_CHARS - 1) + "…")
-    text = attrs["modality"].astype(str) + " · " + attrs["role"].astype(str) + " · label " + attrs["label"].astype(str)
+    head = attrs["modality"].astype(str) + " · " + attrs["role"].astype(str) + " · label " + attrs["label"].astype(str)
     return np.array(
-        [
-            html.escape(f"{t}<br>{s}", quote=False).replace("&lt;br&gt;", "<br>")
-            for t, s in zip(text, short, strict=True)
-        ],
+        [html.escape(h, quote=False) + "<br>" + html.escape(t, quote=False) for h, t in zip(head, short, strict=True)],
         dtype=object,
     )
 
@@ -266,7 +265,7 @@ def build_figure(
                     mode="markers",
                     name=f"{cat} ({int(mask.sum()):,})",
                     marker={"size": point_size, "color": PALETTE[i % len(PALETTE)], "opacity": 0.75},
-                    customdata=sel[:, None],
+                    customdata=sel[:, None].astype(np.int32),
                     text=hover[sel],
                     hovertemplate="item %{customdata[0]}<br>%{text}<extra>" + html.escape(cat) + "</extra>",
                 )
@@ -283,7 +282,7 @@ def build_figure(
                     mode="markers",
                     name=f"no value ({int((~ok).sum()):,})",
                     marker={"size": point_size, "color": "#c7c7c7", "opacity": 0.5},
-                    customdata=sel[:, None],
+                    customdata=sel[:, None].astype(np.int32),
                     text=hover[sel],
                     hovertemplate="item %{customdata[0]}<br>%{text}<extra>no value</extra>",
                 )
@@ -303,7 +302,7 @@ def build_figure(
                     "colorbar": {"title": {"text": title}},
                     "opacity": 0.8,
                 },
-                customdata=np.column_stack([sel, v[ok]]),
+                customdata=np.column_stack([sel, v[ok]]).astype(np.float32),
                 text=hover[sel],
                 hovertemplate="item %{customdata[0]} · value %{customdata[1]:.3f}<br>%{text}<extra></extra>",
             )
@@ -374,7 +373,13 @@ def selected_ids(event, n_items: int) -> list[int]:
         data = point.get("customdata") if isinstance(point, dict) else None
         if data is None:
             continue
-        value = data[0] if isinstance(data, list | tuple) else data
+        # plotly.js hands typed-array custom data over as {"0": id, "1": value}, plain lists as [id, value]
+        if isinstance(data, dict):
+            value = data.get("0", data.get(0))
+        elif isinstance(data, list | tuple):
+            value = data[0] if data else None
+        else:
+            value = data
         try:
             item = int(value)
         except (TypeError, ValueError):
@@ -446,8 +451,7 @@ def selection_panel(run: Run, attrs: pd.DataFrame, ids: list[int]) -> None:
             "anchor or candidate is one of them."
         )
         if st.button(f"Send {len(ids):,} items to the review queue", key="map_send", type="primary"):
-            for key in QUEUE_KEYS:
-                st.session_state[key] = list(ids)
+            st.session_state[QUEUE_KEY] = list(ids)
             st.session_state["map_sent"] = len(ids)
         if st.session_state.get("map_sent"):
             st.success(f"{st.session_state['map_sent']:,} items are waiting in the review queue.")
@@ -484,7 +488,7 @@ except NegScopeError as exc:
 except (MemoryError, OSError, ValueError) as exc:
     st.error(f"The map could not be computed ({type(exc).__name__}): {exc}")
     st.stop()
-coords = table[["x", "y"]].to_numpy(np.float64)
+coords = table[["x", "y"]].to_numpy(np.float32)
 
 controls = st.columns([2, 1, 1, 1])
 controls[0].selectbox("Colour by", list(COLOUR_BY), key="map_colour")
@@ -522,7 +526,7 @@ fig = build_figure(
     coords,
     values,
     kind,
-    hover_texts(run, attrs),
+    cached_hover(run, str(run.path)),
     rows,
     point_size=int(st.session_state["map_point_size"]),
     lines=lines,

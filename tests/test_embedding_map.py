@@ -16,6 +16,7 @@ from analysis.cli import main
 from analysis.embedding_map import (
     REVIEW_STATUSES,
     MapParams,
+    auto_schedule,
     choose_knn_method,
     compute_map,
     find_items,
@@ -98,6 +99,13 @@ def test_umap_knn_puts_each_row_first_at_distance_zero(method: str) -> None:
     assert ("exact" in description) == (method == "exact")
 
 
+def test_auto_schedule() -> None:
+    assert auto_schedule(3_000) == (200, 1.0)  # small maps: umap-learn's large-data epochs, full step
+    epochs, rate = auto_schedule(50_000)
+    assert epochs < 200 and rate < 1.0
+    assert MapParams().key() != MapParams(learning_rate=0.5).key()
+
+
 def test_auto_knn_is_exact_for_small_runs_only() -> None:
     assert choose_knn_method(3_000, 128) == "exact"
     assert choose_knn_method(20_000, 64) == "ivf"
@@ -168,7 +176,16 @@ def test_tiny_runs_still_get_a_map() -> None:
 
 
 def test_map_params_are_checked() -> None:
-    for bad in ({"method": "tsne"}, {"knn": "lsh"}, {"init": "random"}, {"n_neighbors": 1}, {"min_dist": 2.0}):
+    bad_params = (
+        {"method": "tsne"},
+        {"knn": "lsh"},
+        {"init": "random"},
+        {"n_neighbors": 1},
+        {"min_dist": 2.0},
+        {"n_epochs": 0},
+        {"learning_rate": 0.0},
+    )
+    for bad in bad_params:
         with pytest.raises(NegScopeError):
             MapParams(**bad)
     assert MapParams().key() != MapParams(min_dist=0.3).key()

@@ -149,7 +149,7 @@ def test_selection_fills_the_table_and_goes_to_the_review_queue(small_run) -> No
         "selection": {
             "points": [
                 {"curve_number": 0, "point_index": 0, "customdata": [17]},
-                {"curve_number": 1, "point_index": 0, "customdata": [160, 0.5]},
+                {"curve_number": 1, "point_index": 0, "customdata": {"0": 160.0, "1": 0.5}},  # as plotly.js sends
                 {"curve_number": 2, "point_index": 3},  # a line point: no item
                 {"curve_number": 0, "point_index": 1, "customdata": [17]},
             ],
@@ -167,7 +167,7 @@ def test_selection_fills_the_table_and_goes_to_the_review_queue(small_run) -> No
     assert at.selectbox(key="map_show").value == 17
     at.button(key="map_send").click().run()
     assert not at.exception
-    assert at.session_state["fn_queue_item_ids"] == [17, 160]
+    assert at.session_state["fn_focus_item_ids"] == [17, 160]
     assert at.session_state["fn_focus_item_ids"] == [17, 160]
     assert any("waiting in the review queue" in s.value for s in at.success)
 

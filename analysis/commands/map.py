@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-neighbors", type=int, default=15, help="UMAP neighbourhood size (default: 15)")
     parser.add_argument("--min-dist", type=float, default=0.1, help="UMAP minimum distance (default: 0.1)")
     parser.add_argument("--epochs", type=int, default=None, help="UMAP epochs (default: chosen from N)")
+    parser.add_argument(
+        "--learning-rate", type=float, default=None, help="UMAP initial learning rate (default: chosen from N)"
+    )
     parser.add_argument("--init", choices=INIT_METHODS, default="pca", help="UMAP start layout (default: pca)")
     parser.add_argument("--knn", choices=KNN_METHODS, default="auto", help="neighbour search (default: auto)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0); -1: unseeded, parallel")
@@ -47,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         n_neighbors=args.n_neighbors,
         min_dist=args.min_dist,
         n_epochs=args.epochs,
+        learning_rate=args.learning_rate,
         init=args.init,
         knn=args.knn,
         seed=None if args.seed is not None and args.seed < 0 else args.seed,
