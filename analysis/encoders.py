@@ -155,9 +155,14 @@ class Encoder:
         sha256 over the checkpoint's files' bytes (see :func:`analysis.checkpoints.checkpoint_hash`).
     path : Path
         The checkpoint file or folder.
+    cpu_token_budget : int or None
+        On CPU, the most padded tokens per text batch, or None.
     """
 
     kind: str = "encoder"
+    #: On CPU, the most padded tokens per text batch (None: only ``batch_size`` limits a batch). Set by
+    #: encoders whose :meth:`text_lengths` count tokens; see :func:`analysis.engine.length_batches`.
+    cpu_token_budget: int | None = None
 
     def __init__(
         self,

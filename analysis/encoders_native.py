@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,9 @@ from torch import Tensor
 
 from analysis.encoders import Encoder, one_line
 from analysis.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from analysis.dual_encoder import DualEncoder
 
 # ---------------------------------------------------------------------------------------------------------------------
 # NegScope dual encoder
@@ -32,7 +36,9 @@ class DualEncoderEncoder(Encoder):
 
     kind = "negscope-dual-encoder"
 
-    def __init__(self, model, *, path: Path, content_hash: str, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, model: DualEncoder, *, path: Path, content_hash: str, device: torch.device, dtype: torch.dtype
+    ) -> None:
         self.model = model.to(device).eval()
         super().__init__(
             path=path,

@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,37 @@ def _open_image(root: Path | None, content: str) -> Image.Image:
         return rgb
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DatasetError(f"cannot read the image {content[:120]!r}: {exc}", file=path) from exc
+
+
+def length_batches(
+    lengths: np.ndarray, *, batch_size: int, token_budget: int | None = None
+) -> Iterator[tuple[int, int]]:
+    """Cut length-sorted texts into batches.
+
+    Parameters
+    ----------
+    lengths : numpy.ndarray
+        (N,) lengths, sorted longest first.
+    batch_size : int
+        Most texts per batch.
+    token_budget : int, optional
+        Most padded tokens (texts x longest length) per batch; on CPU, long batches of long texts run slower
+        per token than several short ones, so the engine caps them there.
+
+    Returns
+    -------
+    iterator of (start, stop)
+        Consecutive slices covering 0..N.
+    """
+    n = len(lengths)
+    start = 0
+    while start < n:
+        size = batch_size
+        if token_budget is not None:
+            size = max(1, min(batch_size, token_budget // max(1, int(lengths[start]))))
+        stop = min(n, start + size)
+        yield start, stop
+        start = stop
 
 
 class _Output:
@@ -204,9 +235,11 @@ def embed_items(
     with torch.inference_mode():
         if len(text_rows):
             lengths = np.asarray(encoder.text_lengths(contents[text_rows].tolist()), dtype=np.int64)
-            order = text_rows[np.argsort(-lengths, kind="stable")]
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
+            by_length = np.argsort(-lengths, kind="stable")
+            order, lengths = text_rows[by_length], lengths[by_length]
+            budget = encoder.cpu_token_budget if encoder.device.type == "cpu" else None
+            for start, stop in length_batches(lengths, batch_size=batch_size, token_budget=budget):
+                rows = order[start:stop]
                 out.store(rows, encoder.encode_texts(contents[rows].tolist()), what="texts")
                 done += len(rows)
                 report(done, n, "embedding texts")
