@@ -21,7 +21,8 @@ from PIL import Image
 import analysis.engine as engine
 from analysis.checkpoints import load_checkpoint
 from analysis.dual_encoder import DualEncoder
-from analysis.engine import RUN_FILES, embed_items, embed_to_run
+from analysis.encoders_hf import SentenceTransformerEncoder
+from analysis.engine import RUN_FILES, embed_items, embed_to_run, length_batches
 from analysis.errors import CheckpointError, RunError
 from analysis.runfolder import NEGATIVE_SOURCES, load_run
 from analysis.workspace import runs_dir
@@ -392,3 +393,32 @@ def test_100k_texts_embed_within_2gb_beyond_model_and_output(tmp_path: Path) -> 
     print("memory:", result)
     assert result["items"] == 2 * n_pairs
     assert result["beyond_mib"] < 2048, result
+
+
+def test_length_batches_respect_size_and_token_budget() -> None:
+    rng = np.random.default_rng(0)
+    lengths = np.sort(rng.integers(1, 120, size=500))[::-1]
+    for batch_size, budget in ((32, None), (256, 2048), (7, 50), (64, 10)):
+        slices = list(length_batches(lengths, batch_size=batch_size, token_budget=budget))
+        assert slices[0][0] == 0 and slices[-1][1] == len(lengths)
+        assert all(a[1] == b[0] for a, b in zip(slices, slices[1:], strict=False))
+        for start, stop in slices:
+            size = stop - start
+            assert 1 <= size <= batch_size
+            cap = batch_size if budget is None else max(1, min(batch_size, budget // int(lengths[start])))
+            assert size == min(cap, len(lengths) - start)  # as large as allowed
+            if budget is not None and size > 1:
+                assert size * int(lengths[start:stop].max()) <= budget
+
+
+def test_cpu_token_budget_shapes_the_text_batches(tmp_path: Path, monkeypatch) -> None:
+    st_dir = make_sentence_transformer(tmp_path / "st")
+    data = make_text_dataset(tmp_path / "texts", n_pairs=20, low=1, high=30)
+    built = _spy_builds(monkeypatch)
+    monkeypatch.setattr(SentenceTransformerEncoder, "cpu_token_budget", 60)
+    run = load_run(embed_to_run(data, st_dir, device="cpu", batch_size=256))
+    (spy,) = built
+    for batch in spy.text_batches:
+        longest = int(spy.text_lengths(batch).max())
+        assert len(batch) == 1 or len(batch) * longest <= 60
+    assert len(spy.text_batches) > 1 and sum(map(len, spy.text_batches)) == len(run.items)
