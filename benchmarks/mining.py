@@ -8,8 +8,8 @@ Usage::
     python benchmarks/mining.py --quality        # detector quality on the digits sample's planted truth
 
 Part 1 (throughput). ``--n`` random unit vectors of ``--dim`` dims form the corpus; ``--queries`` of them
-mine their ``k`` nearest neighbours through NegScope's path (``analysis.ann_index.build_index`` exact ->
-faiss ``IndexFlatIP`` searched in blocks, as ``analysis.false_negatives`` does). The work is ``2 Q N D``
+mine their ``k`` nearest neighbours through NegScope's path (``analysis.search.index.build_index`` exact ->
+faiss ``IndexFlatIP`` searched in blocks, as ``analysis.detectors.false_negatives`` does). The work is ``2 Q N D``
 flops; the baseline is torch's float32 matmul of the same (block, D) x (D, N) shapes, timed block by block
 interleaved with the search so that the machine's noise hits both alike. Printed: both GFLOP/s and the
 ratio (goal >= 0.8).
@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis.ann_index import build_index, exact_knn, recall_at_k  # noqa: E402
+from analysis.search.index import build_index, exact_knn, recall_at_k  # noqa: E402
 
 
 def peak_rss_gb() -> float:
@@ -134,11 +134,11 @@ def quality(run_path: str | None) -> None:
     """Detector quality on the digits sample's planted truth: ours vs the margin baseline, per evidence."""
     from sklearn.metrics import average_precision_score
 
-    from analysis.engine import embed_to_run
-    from analysis.false_negatives import Settings, find_false_negatives, quality_on_truth
-    from analysis.runfolder import load_run
-    from analysis.truth import negative_truth
-    from analysis.workspace import SAMPLE_CHECKPOINT, SAMPLE_DATA
+    from analysis.data.truth import negative_truth
+    from analysis.detectors.false_negatives import Settings, find_false_negatives, quality_on_truth
+    from analysis.embedding.engine import embed_to_run
+    from analysis.runs.folder import load_run
+    from analysis.runs.workspace import SAMPLE_CHECKPOINT, SAMPLE_DATA
 
     run = load_run(run_path or embed_to_run(SAMPLE_DATA, SAMPLE_CHECKPOINT, device="cpu"))
     truth = negative_truth(run)

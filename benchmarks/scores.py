@@ -1,4 +1,4 @@
-"""Benchmark: exact retrieval ranks (``analysis.neighbors.target_ranks``) against torch float32 matmul.
+"""Benchmark: exact retrieval ranks (``analysis.search.exact.target_ranks``) against torch float32 matmul.
 
 Random unit vectors: a corpus of ``--n`` items x ``--dim`` dims and ``--queries`` queries, each with one target
 row and one excluded row (as the anchor's other known positives are). The ranking step is one blocked float32
@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis.neighbors import SharedExclusions, flat_index, rank_block_size, target_ranks  # noqa: E402
+from analysis.search.exact import SharedExclusions, flat_index, rank_block_size, target_ranks  # noqa: E402
 
 
 def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from analysis.temperature import sweep, tau_grid
+from analysis.metrics.temperature import sweep, tau_grid
 
 
 def _best(fn, repeats: int) -> float:

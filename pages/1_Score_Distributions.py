@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analysis.candidates import Candidates, build_candidates
 from analysis.errors import NegScopeError
-from analysis.mining_filter import (
+from analysis.metrics.mining_filter import (
     OUTPUT_FORMATS,
     RULES,
     FilterResult,
@@ -18,9 +17,10 @@ from analysis.mining_filter import (
     apply_filter,
     to_sentence_transformers,
 )
-from analysis.retrieval import has_reverse, recall_curve, retrieval_ranks
-from analysis.runfolder import NEGATIVE_SOURCES, Run
-from analysis.scores import ScoreReport, pair_table, score_report
+from analysis.metrics.retrieval import has_reverse, recall_curve, retrieval_ranks
+from analysis.metrics.scores import ScoreReport, pair_table, score_report
+from analysis.runs.candidates import Candidates, build_candidates
+from analysis.runs.folder import NEGATIVE_SOURCES, Run
 from ui.render import show_item
 from ui.score_plots import filter_figure, hardest_figure, margin_figure, recall_figure, similarity_figure
 from ui.state import require_run

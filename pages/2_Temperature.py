@@ -9,11 +9,10 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from analysis.errors import NegScopeError
-from analysis.geometry import GeometryReport, geometry_report, random_reference
-from analysis.modality_gap import closing_lambda, modality_groups, shift_embeddings
-from analysis.runfolder import Run
-from analysis.teaching import random_angles, toy_state, toy_tau_curve
-from analysis.temperature import (
+from analysis.metrics.geometry import GeometryReport, geometry_report, random_reference
+from analysis.metrics.modality_gap import closing_lambda, modality_groups, shift_embeddings
+from analysis.metrics.teaching import random_angles, toy_state, toy_tau_curve
+from analysis.metrics.temperature import (
     VARIANT_LABELS,
     LossInputs,
     PairStats,
@@ -29,7 +28,8 @@ from analysis.temperature import (
     variant_losses,
     weight_by_rank,
 )
-from analysis.workspace import review_db_path
+from analysis.runs.folder import Run
+from analysis.runs.workspace import review_db_path
 from ui.render import show_item
 from ui.state import require_run
 

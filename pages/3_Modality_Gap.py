@@ -11,7 +11,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from analysis.errors import NegScopeError
-from analysis.modality_gap import (
+from analysis.metrics.modality_gap import (
     GapMetrics,
     GapPCA,
     Groups,
@@ -22,8 +22,8 @@ from analysis.modality_gap import (
     project_out_comparison,
     shift_row,
 )
-from analysis.runfolder import Run
-from analysis.temperature import learned_or_default_tau
+from analysis.metrics.temperature import learned_or_default_tau
+from analysis.runs.folder import Run
 from ui.state import require_run
 
 st.set_page_config(page_title="Modality gap · NegScope", page_icon="🧲", layout="wide")

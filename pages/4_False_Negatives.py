@@ -14,9 +14,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from analysis.errors import NegScopeError
-from analysis.export import export_beir, export_decisions, export_st
-from analysis.false_negatives import (
+from analysis.detectors.false_negatives import (
     FLAG_METHODS,
     Settings,
     find_false_negatives,
@@ -25,9 +23,11 @@ from analysis.false_negatives import (
     retrieval_before_after,
     with_decisions,
 )
-from analysis.review_store import Decision, ReviewStore
-from analysis.runfolder import NEGATIVE_SOURCES, Run
-from analysis.workspace import list_runs, review_db_path
+from analysis.errors import NegScopeError
+from analysis.review.export import export_beir, export_decisions, export_st
+from analysis.review.store import Decision, ReviewStore
+from analysis.runs.folder import NEGATIVE_SOURCES, Run
+from analysis.runs.workspace import list_runs, review_db_path
 from ui.render import show_item
 from ui.state import annotator_name, cached_run, require_run
 

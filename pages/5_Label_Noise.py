@@ -5,11 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis.duplicates_detect import DEFAULT_THRESHOLD
+from analysis.detectors.duplicates import DEFAULT_THRESHOLD
+from analysis.detectors.label_noise import KINDS, LabelNoise, detect_label_noise
+from analysis.detectors.labels import EXAMINE, METHODS, clean_labels
 from analysis.errors import NegScopeError
-from analysis.label_issues import EXAMINE, METHODS, clean_labels
-from analysis.label_noise import KINDS, LabelNoise, detect_label_noise
-from analysis.label_noise_export import (
+from analysis.review.label_export import (
     clean_pairs,
     corrected_labels,
     duplicate_pairs_to_drop,
@@ -18,9 +18,9 @@ from analysis.label_noise_export import (
     pair_decision,
     pair_decisions,
 )
-from analysis.review_store import Decision, ReviewStore
-from analysis.runfolder import Run
-from analysis.workspace import review_db_path
+from analysis.review.store import Decision, ReviewStore
+from analysis.runs.folder import Run
+from analysis.runs.workspace import review_db_path
 from ui.render import show_item
 from ui.state import annotator_name, require_run
 

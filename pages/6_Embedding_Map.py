@@ -11,7 +11,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from analysis.embedding_map import (
+from analysis.errors import NegScopeError
+from analysis.maps.embedding_map import (
     REVIEW_STATUSES,
     MapParams,
     compute_map,
@@ -23,11 +24,10 @@ from analysis.embedding_map import (
     per_item_scores,
     review_status,
 )
-from analysis.errors import NegScopeError
-from analysis.neighbors import flat_index
-from analysis.review_store import ReviewStore
-from analysis.runfolder import Run
-from analysis.workspace import review_db_path
+from analysis.review.store import ReviewStore
+from analysis.runs.folder import Run
+from analysis.runs.workspace import review_db_path
+from analysis.search.exact import flat_index
 from ui.render import show_item
 from ui.state import require_run
 
@@ -98,7 +98,7 @@ def cached_index(_run: Run, run_path: str) -> faiss.Index:
 @st.cache_data(max_entries=4, show_spinner="Running the false-negative detector…")
 def cached_fn_scores(_run: Run, run_path: str) -> tuple[np.ndarray, np.ndarray]:
     """Per item: the highest false-negative score it gets as a candidate, and whether any is flagged."""
-    from analysis.false_negatives import find_false_negatives
+    from analysis.detectors.false_negatives import find_false_negatives
 
     return per_item_scores(find_false_negatives(_run), len(_run.items), id_column="candidate_id")
 
@@ -106,7 +106,7 @@ def cached_fn_scores(_run: Run, run_path: str) -> tuple[np.ndarray, np.ndarray]:
 @st.cache_data(max_entries=4, show_spinner="Running the label-noise detectors…")
 def cached_ln_scores(_run: Run, run_path: str) -> tuple[np.ndarray, np.ndarray]:
     """Per item: the highest label-noise score (mismatched pair, wrong label, duplicate) and any flag."""
-    from analysis.label_noise import detect_label_noise
+    from analysis.detectors.label_noise import detect_label_noise
 
     return per_item_scores(detect_label_noise(_run).table(), len(_run.items), id_column="item_id")
 

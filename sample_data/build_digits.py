@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from analysis.dual_encoder import DualEncoder  # noqa: E402
+from analysis.embedding.dual_encoder import DualEncoder  # noqa: E402
 from sample_data.train_digits_model import SEED, train_model  # noqa: E402
 
 K = 8

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from analysis.dual_encoder import MAX_LOGIT_SCALE, DualEncoder, DualEncoderConfig, split_words  # noqa: E402
+from analysis.embedding.dual_encoder import MAX_LOGIT_SCALE, DualEncoder, DualEncoderConfig, split_words  # noqa: E402
 
 SEED = 20240601
 # Chosen for a model that is good but not perfect: longer training or wider towers raise recall@1 but also

@@ -29,8 +29,8 @@ def synthetic_run(tmp_path: Path):
 @pytest.fixture(scope="session")
 def sample_run_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled digits sample embedded once per test session with its own checkpoint."""
-    from analysis.engine import embed_to_run
-    from analysis.workspace import SAMPLE_CHECKPOINT, SAMPLE_DATA
+    from analysis.embedding.engine import embed_to_run
+    from analysis.runs.workspace import SAMPLE_CHECKPOINT, SAMPLE_DATA
 
     out = tmp_path_factory.mktemp("sample_run") / "run"
     return Path(embed_to_run(SAMPLE_DATA, SAMPLE_CHECKPOINT, out=out, device="cpu"))
@@ -39,7 +39,7 @@ def sample_run_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def sample_run(sample_run_path: Path):
     """The embedded digits sample, loaded (a ``Run``); treat it as read-only."""
-    from analysis.runfolder import load_run
+    from analysis.runs.folder import load_run
 
     return load_run(sample_run_path)
 

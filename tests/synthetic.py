@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.runfolder import Run, load_run, write_run
+from analysis.runs.folder import Run, load_run, write_run
 
 
 @dataclass(frozen=True)

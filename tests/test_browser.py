@@ -167,7 +167,7 @@ def test_every_page_in_chromium(app_url: str, browser_home: Path) -> None:
     # The decision made in the browser is in the review database, under the sample's dataset hash.
     import json
 
-    from analysis.review_store import ReviewStore
+    from analysis.review.store import ReviewStore
 
     manifests = list((browser_home / "runs").glob("*/manifest.json"))
     assert len(manifests) == 1

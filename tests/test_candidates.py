@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.candidates import build_candidates
-from analysis.runfolder import NEGATIVE_SOURCES, load_run, write_run
+from analysis.runs.candidates import build_candidates
+from analysis.runs.folder import NEGATIVE_SOURCES, load_run, write_run
 
 
 def _random_run(path: Path, seed: int):

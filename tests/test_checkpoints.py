@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis.checkpoints import checkpoint_hash, inspect_checkpoint, load_checkpoint
-from analysis.encoders import resolve_device, resolve_precision
+from analysis.embedding.checkpoints import checkpoint_hash, inspect_checkpoint, load_checkpoint
+from analysis.embedding.encoders import resolve_device, resolve_precision
 from analysis.errors import CheckpointError
 from tests.tiny_models import (
     WORDS,

@@ -12,9 +12,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from analysis import encoders
 from analysis.cli import main
 from analysis.commands.embed import PRECISIONS
+from analysis.embedding import encoders
 from tests.tiny_models import make_dual_encoder, make_image_dataset, make_text_dataset, plant_pickle
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""Tests of analysis.datasets: every format, items / pairs / negatives, modality, labels, ids and errors."""
+"""Tests of analysis.data.load: every format, items / pairs / negatives, modality, labels, ids and errors."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from analysis.dataset_model import in_batch_negatives
-from analysis.datasets import Dataset, find_dataset_file, load_dataset
+from analysis.data.load import Dataset, find_dataset_file, load_dataset
+from analysis.data.tables import in_batch_negatives
 from analysis.errors import DatasetError
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -824,7 +824,7 @@ def test_hf_embedded_images_are_refused_with_advice(tmp_path: Path) -> None:
 
 
 def test_image_path_mask_matches_the_scalar_rule() -> None:
-    from analysis.dataset_images import image_path_mask, looks_like_image_path
+    from analysis.data.images import image_path_mask, looks_like_image_path
 
     rng = np.random.default_rng(1)
     pieces = ["a", "B", ".", "png", "PNG", "jpg", "JpEg", "webp", "bmp", "gif", "\n", " ", "/", "..", "é", "猫"]
@@ -837,7 +837,7 @@ def test_image_path_mask_matches_the_scalar_rule() -> None:
 
 
 def test_dataset_hash_from_tables_matches(tmp_path: Path, image_pairs: pd.DataFrame) -> None:
-    from analysis.dataset_model import dataset_hash
+    from analysis.data.tables import dataset_hash
 
     image_pairs["negative_1"] = ["a one", None, "a zero", "x", "y"]
     for in_batch in (None, True, False):
@@ -853,7 +853,7 @@ def test_dataset_hash_from_tables_matches(tmp_path: Path, image_pairs: pd.DataFr
 
 
 def test_bundled_digits_sample_loads() -> None:
-    from analysis.workspace import SAMPLE_DATA
+    from analysis.runs.workspace import SAMPLE_DATA
 
     if not Path(SAMPLE_DATA).is_file():
         pytest.skip("the digits sample is not built")

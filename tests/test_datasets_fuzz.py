@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from analysis.datasets import Dataset, load_dataset
+from analysis.data.load import Dataset, load_dataset
 from analysis.errors import DatasetError
 
 #: NEGSCOPE_FUZZ_EXAMPLES=2000 runs a longer search (the default keeps the suite fast).

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis.dual_encoder import (
+from analysis.embedding.dual_encoder import (
     MODEL_TYPE,
     DualEncoder,
     DualEncoderConfig,

@@ -13,7 +13,8 @@ import pytest
 from sklearn.manifold import trustworthiness as sk_trustworthiness
 
 from analysis.cli import main
-from analysis.embedding_map import (
+from analysis.errors import NegScopeError
+from analysis.maps.embedding_map import (
     REVIEW_STATUSES,
     MapParams,
     auto_schedule,
@@ -32,10 +33,9 @@ from analysis.embedding_map import (
     umap_2d,
     umap_knn,
 )
-from analysis.errors import NegScopeError
-from analysis.neighbors import hnsw_index, knn_graph
-from analysis.review_store import Decision, ReviewStore
-from analysis.runfolder import load_run
+from analysis.review.store import Decision, ReviewStore
+from analysis.runs.folder import load_run
+from analysis.search.exact import hnsw_index, knn_graph
 from tests.synthetic import make_synthetic_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -226,7 +226,7 @@ def test_compute_map_works_in_a_read_only_run_folder(tmp_path: Path, monkeypatch
         raise PermissionError("read-only file system")
 
     # (chmod does not stop root, so the refusal is simulated where the cache file would be created)
-    monkeypatch.setattr("analysis.embedding_map.tempfile.mkstemp", refuse)
+    monkeypatch.setattr("analysis.maps.embedding_map.tempfile.mkstemp", refuse)
     table = compute_map(run, MapParams(method="pca"))
     assert len(table) == len(run.items) and table.attrs["cached"] is False
     assert not is_cached(run, MapParams(method="pca"))
@@ -239,8 +239,8 @@ def test_umap_import_is_lazy_and_numba_caches_in_the_workspace(tmp_path: Path) -
     code = (
         "import os, sys\n"
         "import numpy as np\n"
-        "from analysis.embedding_map import MapParams, compute_map, umap_2d\n"
-        "from analysis.runfolder import load_run\n"
+        "from analysis.maps.embedding_map import MapParams, compute_map, umap_2d\n"
+        "from analysis.runs.folder import load_run\n"
         "assert 'umap' not in sys.modules and 'numba' not in sys.modules\n"
         "compute_map(load_run(sys.argv[1]), MapParams(method='pca'))\n"
         "assert 'umap' not in sys.modules\n"

@@ -18,14 +18,14 @@ import pytest
 import torch
 from PIL import Image
 
-import analysis.engine as engine
-from analysis.checkpoints import load_checkpoint
-from analysis.dual_encoder import DualEncoder
-from analysis.encoders_hf import SentenceTransformerEncoder
-from analysis.engine import RUN_FILES, embed_items, embed_to_run, length_batches
+import analysis.embedding.engine as engine
+from analysis.embedding.checkpoints import load_checkpoint
+from analysis.embedding.dual_encoder import DualEncoder
+from analysis.embedding.encoders_hf import SentenceTransformerEncoder
+from analysis.embedding.engine import RUN_FILES, embed_items, embed_to_run, length_batches
 from analysis.errors import CheckpointError, RunError
-from analysis.runfolder import NEGATIVE_SOURCES, load_run
-from analysis.workspace import runs_dir
+from analysis.runs.folder import NEGATIVE_SOURCES, load_run
+from analysis.runs.workspace import runs_dir
 from tests.tiny_models import make_dual_encoder, make_image_dataset, make_sentence_transformer, make_text_dataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -331,8 +331,8 @@ MEMORY_SCRIPT = textwrap.dedent(
                 return int(line.split()[1]) / 1024
 
     data, model, n_pairs = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-    from analysis.checkpoints import load_checkpoint
-    from analysis.engine import embed_to_run
+    from analysis.embedding.checkpoints import load_checkpoint
+    from analysis.embedding.engine import embed_to_run
     import torch
     enc = load_checkpoint(model, device="cpu")   # the model, loaded once: part of the baseline
     with torch.inference_mode():

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from analysis.cli import main as cli_main
-from analysis.datasets import load_dataset
+from analysis.data.load import load_dataset
 from analysis.errors import NegScopeError
-from analysis.export import (
+from analysis.review.export import (
     AUDIT_FIELDS,
     audit_log,
     export_beir,
@@ -19,9 +19,9 @@ from analysis.export import (
     export_st,
     read_audit_log,
 )
-from analysis.review_store import Decision, ReviewStore
-from analysis.runfolder import Run
-from analysis.workspace import review_db_path
+from analysis.review.store import Decision, ReviewStore
+from analysis.runs.folder import Run
+from analysis.runs.workspace import review_db_path
 from tests.synthetic import make_synthetic_run, write_image_files
 
 

@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.ann_index import build_index, recall_at_k
 from analysis.cli import main as cli_main
-from analysis.false_negatives import (
+from analysis.detectors.false_negatives import (
     DETECTOR_COLUMNS,
     Settings,
     Weights,
@@ -24,7 +23,8 @@ from analysis.false_negatives import (
     retrieval_before_after,
     robust_z,
 )
-from analysis.runfolder import Run
+from analysis.runs.folder import Run
+from analysis.search.index import build_index, recall_at_k
 from tests.synthetic import make_synthetic_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -237,7 +237,7 @@ def test_beats_the_margin_baseline_on_synthetic_truth(tmp_path: Path, use_labels
 
 def test_beats_the_margin_baseline_on_the_sample(sample_run: Run) -> None:
     """The acceptance figure of the issue: AUPRC and precision@100 on the digits sample's planted truth."""
-    from analysis.truth import negative_truth
+    from analysis.data.truth import negative_truth
 
     truth = negative_truth(sample_run)
     assert truth is not None and truth["is_false_negative"].any()
@@ -361,7 +361,7 @@ def test_weights_change_the_ranking(small) -> None:
 def test_exact_knn_without_an_index_and_blas_blocks_restore() -> None:
     import faiss
 
-    from analysis.ann_index import blas_blocks, exact_knn
+    from analysis.search.index import blas_blocks, exact_knn
 
     rng = np.random.default_rng(8)
     corpus = rng.normal(size=(2000, 24)).astype(np.float32)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import geometry as G
+from analysis.metrics import geometry as G
 from tests.synthetic import make_synthetic_run
 
 

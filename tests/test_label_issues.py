@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.detectors.labels import clean_labels, knn_evidence, label_issues, labelled_items, out_of_sample_probs
 from analysis.errors import NegScopeError
-from analysis.label_issues import clean_labels, knn_evidence, label_issues, labelled_items, out_of_sample_probs
-from analysis.runfolder import Run, load_run, write_run
+from analysis.runs.folder import Run, load_run, write_run
 from tests.synthetic import make_synthetic_run
 
 

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from analysis.cli import main
-from analysis.duplicates_detect import near_duplicate_anchors
-from analysis.label_noise import FLAG_COLUMNS, KINDS, detect_label_noise, evaluate_on_truth
-from analysis.mismatch import default_flag_rank, mismatched_pairs
-from analysis.neighbors import count_above
-from analysis.runfolder import Run, load_run, write_run
+from analysis.detectors.duplicates import near_duplicate_anchors
+from analysis.detectors.label_noise import FLAG_COLUMNS, KINDS, detect_label_noise, evaluate_on_truth
+from analysis.detectors.mismatch import default_flag_rank, mismatched_pairs
+from analysis.runs.folder import Run, load_run, write_run
+from analysis.search.exact import count_above
 from tests.synthetic import make_synthetic_run
 
 # ---------------------------------------------------------------- slow float64 references
@@ -302,7 +302,7 @@ def test_cli_writes_one_row_per_examined_pair_or_item(tmp_path: Path, capsys: py
 def test_quality_on_the_sample_beats_the_baselines(
     sample_run: Run, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from analysis.truth import pair_truth
+    from analysis.data.truth import pair_truth
 
     truth = pair_truth(sample_run)
     assert truth is not None

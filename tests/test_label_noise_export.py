@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.datasets import load_dataset
-from analysis.duplicates_detect import near_duplicate_anchors
+from analysis.data.load import load_dataset
+from analysis.detectors.duplicates import near_duplicate_anchors
 from analysis.errors import NegScopeError
-from analysis.label_noise_export import (
+from analysis.review.label_export import (
     clean_pairs,
     corrected_labels,
     duplicate_pairs_to_drop,
@@ -20,8 +20,8 @@ from analysis.label_noise_export import (
     pair_decision,
     pair_decisions,
 )
-from analysis.review_store import ReviewStore
-from analysis.runfolder import Run, load_run, write_run
+from analysis.review.store import ReviewStore
+from analysis.runs.folder import Run, load_run, write_run
 
 TABLE = pd.DataFrame(
     {

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.candidates import Candidates, build_candidates
 from analysis.errors import NegScopeError
-from analysis.mining_filter import RULES, FilterSettings, apply_filter, to_sentence_transformers
+from analysis.metrics.mining_filter import RULES, FilterSettings, apply_filter, to_sentence_transformers
+from analysis.runs.candidates import Candidates, build_candidates
 from tests.synthetic import make_random_run
 
 

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import modality_gap as M
-from analysis.candidates import build_candidates
 from analysis.cli import main
 from analysis.errors import NegScopeError
-from analysis.runfolder import Run, load_run, write_run
-from analysis.temperature import sweep
+from analysis.metrics import modality_gap as M
+from analysis.metrics.temperature import sweep
+from analysis.runs.candidates import build_candidates
+from analysis.runs.folder import Run, load_run, write_run
 from tests.synthetic import make_synthetic_run
 
 

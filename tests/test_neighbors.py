@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.neighbors import flat_index, knn
+from analysis.search.exact import flat_index, knn
 
 
 def test_knn_matches_brute_force() -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.review_store import ReviewStore
-from analysis.runfolder import Run
-from analysis.workspace import review_db_path
+from analysis.review.store import ReviewStore
+from analysis.runs.folder import Run
+from analysis.runs.workspace import review_db_path
 from tests.synthetic import make_synthetic_run, write_image_files
 from ui.state import ANNOTATOR_KEY, RUN_KEY
 

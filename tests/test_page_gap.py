@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.modality_gap import gap_metrics, modality_groups
-from analysis.runfolder import Run, load_run, write_run
+from analysis.metrics.modality_gap import gap_metrics, modality_groups
+from analysis.runs.folder import Run, load_run, write_run
 from tests.synthetic import make_synthetic_run
 from ui.state import RUN_KEY
 

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.embedding_map import MapParams, item_neighbours, map_cache_path, pca_2d
-from analysis.review_store import Decision, ReviewStore
-from analysis.runfolder import load_run, write_run
+from analysis.maps.embedding_map import MapParams, item_neighbours, map_cache_path, pca_2d
+from analysis.review.store import Decision, ReviewStore
+from analysis.runs.folder import load_run, write_run
 from tests.synthetic import make_synthetic_run
 from ui.state import RUN_KEY
 

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import analysis.retrieval
-from analysis.candidates import build_candidates
-from analysis.mining_filter import FilterSettings, apply_filter, to_sentence_transformers
-from analysis.runfolder import Run, write_run
-from analysis.scores import compute_scores
+import analysis.metrics.retrieval
+from analysis.metrics.mining_filter import FilterSettings, apply_filter, to_sentence_transformers
+from analysis.metrics.scores import compute_scores
+from analysis.runs.candidates import build_candidates
+from analysis.runs.folder import Run, write_run
 from tests.synthetic import make_random_run, make_synthetic_run, write_image_files
 from ui.state import RUN_KEY
 
@@ -96,13 +96,13 @@ def test_choosing_another_pair_and_fewer_negatives(image_run: Run):
 
 def test_ranking_runs_once_per_run(image_run: Run, monkeypatch: pytest.MonkeyPatch):
     calls = []
-    real = analysis.retrieval.retrieval_ranks
+    real = analysis.metrics.retrieval.retrieval_ranks
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("reverse", False))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(analysis.retrieval, "retrieval_ranks", counting)
+    monkeypatch.setattr(analysis.metrics.retrieval, "retrieval_ranks", counting)
     at = open_page(image_run)
     assert sorted(calls) == [False, True]
     at.slider(key="scores_bins").set_value(100)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from analysis.data.paths import resolve_user_path, save_upload
 from analysis.errors import NegScopeError
-from analysis.paths import resolve_user_path, save_upload
 
 
 def test_paths_inside_allowed_folders_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.neighbors import SharedExclusions, rank_block_size, target_ranks
-from analysis.retrieval import (
+from analysis.metrics.retrieval import (
     directional_ranks,
     has_reverse,
     mrr_at_k,
@@ -17,6 +16,7 @@ from analysis.retrieval import (
     retrieval_metrics,
     retrieval_ranks,
 )
+from analysis.search.exact import SharedExclusions, rank_block_size, target_ranks
 from tests.synthetic import make_random_run, make_synthetic_run
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from analysis.errors import NegScopeError
-from analysis.review_store import DECISIONS, Decision, ReviewStore
+from analysis.review.store import DECISIONS, Decision, ReviewStore
 
 REPO = Path(__file__).resolve().parent.parent
 H = "dataset-hash"
@@ -158,7 +158,7 @@ def test_eight_concurrent_writers_lose_nothing(tmp_path: Path, per_writer: int, 
 
 _KILLED_WRITER = """
 import sys
-from analysis.review_store import Decision, ReviewStore
+from analysis.review.store import Decision, ReviewStore
 store = ReviewStore(sys.argv[1])
 batch = 0
 while True:

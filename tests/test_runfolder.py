@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis.errors import RunError
-from analysis.runfolder import load_run, write_run
+from analysis.runs.folder import load_run, write_run
 
 
 def _tables(n: int = 5):

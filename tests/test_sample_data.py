@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from analysis.dual_encoder import DualEncoder, split_words
-from analysis.workspace import SAMPLE_CHECKPOINT, SAMPLE_DATA, SAMPLE_DIR
+from analysis.embedding.dual_encoder import DualEncoder, split_words
+from analysis.runs.workspace import SAMPLE_CHECKPOINT, SAMPLE_DATA, SAMPLE_DIR
 from sample_data.build_digits import NUMBER_WORDS, THICKNESS, K, build, load_pixels
 from sample_data.train_digits_model import evaluate, train_model
 

@@ -10,10 +10,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from analysis.candidates import build_candidates
 from analysis.cli import main
-from analysis.retrieval import retrieval_ranks
-from analysis.scores import (
+from analysis.metrics.retrieval import retrieval_ranks
+from analysis.metrics.scores import (
     SUMMARY_KEYS,
     auroc,
     compute_scores,
@@ -22,6 +21,7 @@ from analysis.scores import (
     pair_table,
     score_summary,
 )
+from analysis.runs.candidates import build_candidates
 from tests.synthetic import make_random_run, make_synthetic_run
 
 

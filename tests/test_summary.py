@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from analysis.summary import run_summary
+from analysis.runs.summary import run_summary
 
 REPO = Path(__file__).resolve().parent.parent
 

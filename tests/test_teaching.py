@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from analysis.errors import NegScopeError
-from analysis.teaching import TOY_COLUMNS, random_angles, toy_state, toy_tau_curve
+from analysis.metrics.teaching import TOY_COLUMNS, random_angles, toy_state, toy_tau_curve
 
 
 def _autograd(anchor: float, positive: float, negatives: list[float], tau: float):

@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis import temperature as T
-from analysis.candidates import build_candidates
 from analysis.cli import main
 from analysis.errors import NegScopeError
-from analysis.review_store import Decision, ReviewStore
-from analysis.runfolder import load_run, write_run
-from analysis.workspace import review_db_path
+from analysis.metrics import temperature as T
+from analysis.review.store import Decision, ReviewStore
+from analysis.runs.candidates import build_candidates
+from analysis.runs.folder import load_run, write_run
+from analysis.runs.workspace import review_db_path
 from tests.synthetic import make_synthetic_run
 
 # ------------------------------------------------------------------------------------------------ references
@@ -382,9 +382,9 @@ def test_false_negative_table_from_review_decisions(synthetic_run) -> None:
 def test_false_negative_table_from_truth(synthetic_run, monkeypatch: pytest.MonkeyPatch) -> None:
     run, truth = synthetic_run
     table_in = truth.false_negative.assign(column="negative_1")
-    fake = types.ModuleType("analysis.truth")
+    fake = types.ModuleType("analysis.data.truth")
     fake.negative_truth = lambda r: table_in if r is run else None
-    monkeypatch.setitem(sys.modules, "analysis.truth", fake)
+    monkeypatch.setitem(sys.modules, "analysis.data.truth", fake)
     table = T.false_negative_table(run)
     fn = truth.false_negative[truth.false_negative["is_false_negative"]]
     assert len(table) == len(fn) and (table["source"] == "truth").all()

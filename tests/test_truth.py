@@ -1,4 +1,4 @@
-"""analysis.truth: planted truth files beside a dataset, joined to a run's pair and negative ids."""
+"""analysis.data.truth: planted truth files beside a dataset, joined to a run's pair and negative ids."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.errors import DatasetError
-from analysis.runfolder import Run, load_run, write_run
-from analysis.truth import (
+from analysis.data.truth import (
     item_digits,
     negative_truth,
     negative_truth_from_files,
     pair_truth,
     pair_truth_from_files,
 )
+from analysis.errors import DatasetError
+from analysis.runs.folder import Run, load_run, write_run
 
 # Four pairs: image digit, caption digit (pair 12 is mismatched: a 3 captioned as a 5), label flipped on 13.
 PAIRS = [
@@ -251,8 +251,8 @@ def test_truth_file_missing_a_column(tmp_path: Path) -> None:
 
 def test_truth_of_the_bundled_sample_through_the_dataset_reader(tmp_path: Path) -> None:
     """The sample's truth files join to the tables the real dataset reader builds, and both paths agree."""
-    from analysis.datasets import load_dataset
-    from analysis.workspace import SAMPLE_DATA, SAMPLE_DIR
+    from analysis.data.load import load_dataset
+    from analysis.runs.workspace import SAMPLE_DATA, SAMPLE_DIR
 
     data = load_dataset(SAMPLE_DATA)
     rng = np.random.default_rng(0)

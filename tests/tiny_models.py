@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from analysis.dual_encoder import DualEncoder, DualEncoderConfig
+from analysis.embedding.dual_encoder import DualEncoder, DualEncoderConfig
 
 WORDS = [
     "a",

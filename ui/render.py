@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from analysis.errors import NegScopeError
-from analysis.runfolder import Run
+from analysis.runs.folder import Run
 
 
 def show_item(run: Run, item_id: int, *, caption: str = "", width: int = 160) -> None:

@@ -8,7 +8,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from analysis.errors import NegScopeError
-from analysis.runfolder import Run, load_run
+from analysis.runs.folder import Run, load_run
 
 RUN_KEY = "negscope_run_path"
 ANNOTATOR_KEY = "negscope_annotator"

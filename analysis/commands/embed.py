@@ -18,7 +18,7 @@ from analysis.errors import NegScopeError
 
 NAME = "embed"
 HELP = "Embed a dataset with a checkpoint and write a run folder; prints the run folder's path last."
-#: Same as ``analysis.encoders.PRECISIONS`` (not imported here, so that ``--help`` does not load torch).
+#: Same as ``analysis.embedding.encoders.PRECISIONS`` (not imported here, so that ``--help`` does not load torch).
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
@@ -95,7 +95,7 @@ class TqdmProgress:
 
 def run(args: argparse.Namespace) -> int:
     """Embed, then print the run folder (last stdout line). User errors raise ``NegScopeError`` (exit 2)."""
-    from analysis.engine import embed_to_run
+    from analysis.embedding.engine import embed_to_run
 
     modality = _parse_modality(args.modality)
     if args.batch_size < 1 or args.dataset_batch_size < 1:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 
-from analysis import workspace
 from analysis.errors import NegScopeError
-from analysis.export import FORMATS, ST_STYLES, export
-from analysis.review_store import ReviewStore
-from analysis.runfolder import load_run
+from analysis.review.export import FORMATS, ST_STYLES, export
+from analysis.review.store import ReviewStore
+from analysis.runs import workspace
+from analysis.runs.folder import load_run
 
 NAME = "export"
 HELP = "Export corrected training data (sentence-transformers, BEIR) or the decision audit log (JSONL)."

@@ -18,8 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis.errors import NegScopeError
-from analysis.false_negatives import (
+from analysis.detectors.false_negatives import (
     DETECTOR_COLUMNS,
     EVIDENCE_COLUMNS,
     Settings,
@@ -27,7 +26,8 @@ from analysis.false_negatives import (
     flag_by,
     quality_on_truth,
 )
-from analysis.runfolder import NEGATIVE_SOURCES, load_run
+from analysis.errors import NegScopeError
+from analysis.runs.folder import NEGATIVE_SOURCES, load_run
 
 NAME = "false-negatives"
 HELP = "Rank listed and mined negatives by how likely they are false negatives; write them as CSV."
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         file=info,
     )
     if args.evaluate:
-        from analysis.truth import negative_truth
+        from analysis.data.truth import negative_truth
 
         truth = negative_truth(run_)
         if truth is None:

@@ -20,8 +20,8 @@ import math
 import sys
 
 from analysis.errors import NegScopeError
-from analysis.modality_gap import DEFAULT_LAMBDAS, gap_report
-from analysis.runfolder import load_run
+from analysis.metrics.modality_gap import DEFAULT_LAMBDAS, gap_report
+from analysis.runs.folder import load_run
 
 NAME = "gap"
 HELP = "Modality gap of a run: centroid distance and cosine, cone widths, separability, and the shift experiment."

@@ -20,11 +20,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis.duplicates_detect import DEFAULT_THRESHOLD
+from analysis.detectors.duplicates import DEFAULT_THRESHOLD
+from analysis.detectors.label_noise import KINDS, detect_label_noise, evaluate_on_truth
+from analysis.detectors.labels import EXAMINE, METHODS
 from analysis.errors import NegScopeError
-from analysis.label_issues import EXAMINE, METHODS
-from analysis.label_noise import KINDS, detect_label_noise, evaluate_on_truth
-from analysis.runfolder import load_run
+from analysis.runs.folder import load_run
 
 NAME = "label-noise"
 HELP = "Flag mismatched pairs, wrong class labels (cleanlab) and near-duplicate anchors; write them as CSV."
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     summary = result.summary()
     print(summary[summary["kind"].isin(kinds)].to_string(index=False), file=info)
     if args.evaluate:
-        from analysis.truth import pair_truth
+        from analysis.data.truth import pair_truth
 
         truth = pair_truth(run_)
         if truth is None:

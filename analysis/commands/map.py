@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from analysis.embedding_map import INIT_METHODS, KNN_METHODS, MAP_METHODS, MapParams, compute_map
 from analysis.errors import NegScopeError
-from analysis.runfolder import load_run
+from analysis.maps.embedding_map import INIT_METHODS, KNN_METHODS, MAP_METHODS, MapParams, compute_map
+from analysis.runs.folder import load_run
 
 NAME = "map"
 HELP = "Write 2-D map coordinates (item_id, x, y) of a run's items, by UMAP or PCA."

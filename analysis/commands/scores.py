@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from analysis.errors import NegScopeError
-from analysis.runfolder import NEGATIVE_SOURCES, load_run
-from analysis.scores import compute_scores
+from analysis.metrics.scores import compute_scores
+from analysis.runs.folder import NEGATIVE_SOURCES, load_run
 
 NAME = "scores"
 HELP = (

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from analysis.runfolder import load_run
-from analysis.summary import run_summary
+from analysis.runs.folder import load_run
+from analysis.runs.summary import run_summary
 
 NAME = "summary"
 HELP = "Print a run folder's summary (items per modality, pairs, negatives per pair, dim, tau) as JSON."

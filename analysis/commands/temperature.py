@@ -21,8 +21,7 @@ import sys
 import numpy as np
 
 from analysis.errors import NegScopeError
-from analysis.runfolder import load_run
-from analysis.temperature import (
+from analysis.metrics.temperature import (
     DIRECTIONS,
     false_negative_table,
     has_two_modalities,
@@ -30,6 +29,7 @@ from analysis.temperature import (
     loss_inputs,
     sweep_inputs,
 )
+from analysis.runs.folder import load_run
 
 NAME = "temperature"
 HELP = "InfoNCE loss, effective negatives and the hardest negative's gradient share of a run, for given taus."

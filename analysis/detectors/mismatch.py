@@ -1,0 +1,289 @@
+"""Mismatched pairs (noisy correspondence): pairs whose "positive" does not belong to the anchor.
+
+Two tests, each a **mutual rank** (the geometric mean of a rank in each direction), both exact:
+
+- **direct**: ``rank_a2p`` is the positive's 1-based rank among every candidate on the positive side (all
+  items that are a positive or a listed negative of some pair) when the anchor searches them, the anchor's
+  other positives left out; ``rank_p2a`` is the anchor's rank among every anchor when the positive searches
+  them, the positive's other anchors left out. ``mutual_rank`` = :math:`\\sqrt{r_{a\\to p}\\, r_{p\\to a}}`.
+- **neighbours**: the ``k`` pairs whose anchors are nearest to this anchor vote with their positives: the
+  normalised mean of those positives is a prototype of what this anchor's positive should look like, and
+  ``nbr_rank_a`` is the positive's rank among the candidates when that prototype searches them;
+  symmetrically ``nbr_rank_p`` is the anchor's rank among the anchors for the prototype of the anchors of the
+  ``k`` pairs whose positives are nearest to this positive. ``nbr_mutual_rank`` is their geometric mean.
+  Within-modality neighbourhoods stay informative when a model has memorised its noisy training pairs (then
+  the direct ranks of a mismatched pair look fine: the model learnt to match the wrong caption).
+
+Each mutual rank is normalised as :math:`s = \\log \\mathrm{MR} / \\log \\sqrt{n_p n_a}` in [0, 1] (``n_p``,
+``n_a`` the numbers of candidates and anchors), and ``score = max(s_direct, s_neighbours)``: a pair is as
+suspicious as its worse test. A pair is ``flagged`` when either mutual rank exceeds ``flag_rank`` (the same
+thing as a threshold on ``score``). The anchor's best other candidate and the gap ``best_sim - pos_sim`` are
+kept as evidence for the reviewer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from analysis.runs.candidates import build_candidates
+from analysis.runs.folder import Run
+from analysis.search.exact import count_above, flat_index, knn
+
+# Added to every threshold so that float32 round-off between two ways of computing one dot product never
+# counts the positive above itself.
+_EPS = 1e-6
+
+MISMATCH_COLUMNS = (
+    "pair_id",
+    "anchor_id",
+    "positive_id",
+    "pos_sim",
+    "rank_a2p",
+    "rank_p2a",
+    "mutual_rank",
+    "nbr_rank_a",
+    "nbr_rank_p",
+    "nbr_mutual_rank",
+    "best_id",
+    "best_sim",
+    "gap",
+    "best_anchor_id",
+    "best_anchor_sim",
+    "score",
+    "flagged",
+    "reason",
+)
+
+
+def default_flag_rank(n_gallery: int) -> float:
+    """Default mutual-rank cut: 5% of the gallery, at least 10 and at most the gallery.
+
+    A random candidate lands in the top 5% in both directions with probability about 0.25%, so a positive
+    beyond the cut is one the model (or its neighbourhood) cannot tell from a random candidate. In data made
+    of classes, a correct positive may sit anywhere among the other members of its class: raise the cut to
+    about the size of a class when classes are larger than 5% of the data and tight.
+    """
+    return float(min(max(10.0, 0.05 * n_gallery), max(n_gallery, 1)))
+
+
+def _exclusions(queries: np.ndarray, targets: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pair row, gallery item) couples left out of each pair's rank: the query's other targets, and the query
+    itself when it sits in the gallery. The pair's own target is never listed (it is not counted anyway)."""
+    links = pd.DataFrame({"q": queries, "t": targets})
+    merged = links.reset_index().merge(links.drop_duplicates(), on="q", suffixes=("", "_o"))
+    rows = [merged["index"].to_numpy(np.int64)]
+    items = [merged["t_o"].to_numpy(np.int64)]
+    self_in = np.flatnonzero(np.isin(queries, gallery))
+    rows.append(self_in)
+    items.append(queries[self_in])
+    rows_all, items_all = np.concatenate(rows), np.concatenate(items)
+    keep = items_all != targets[rows_all]
+    couples = np.unique(np.stack([rows_all[keep], items_all[keep]], axis=1), axis=0)
+    return couples[:, 0], couples[:, 1]
+
+
+def _ranks(
+    query_vecs: np.ndarray,
+    targets: np.ndarray,
+    gallery: np.ndarray,
+    excluded: tuple[np.ndarray, np.ndarray],
+    emb: np.ndarray,
+    *,
+    block_size: int,
+    progress: Callable[[float], None],
+) -> np.ndarray:
+    """(P,) 1-based rank of each pair's target item among ``gallery`` for its query vector, leaving out the
+    pair's ``excluded`` couples (see :func:`_exclusions`)."""
+    thresholds = np.einsum("ij,ij->i", query_vecs, emb[targets]) + _EPS
+    above = count_above(query_vecs, emb[gallery], thresholds, block_size=block_size, progress=progress)
+    rows, items = excluded
+    if len(rows):
+        sims = np.einsum("ij,ij->i", query_vecs[rows], emb[items])
+        above -= np.bincount(rows, weights=sims > thresholds[rows], minlength=len(targets)).astype(np.int64)
+    return 1 + np.maximum(above, 0)
+
+
+def _prototypes(side: np.ndarray, other: np.ndarray, k: int) -> np.ndarray:
+    """(P, D) for each pair: the normalised mean of ``other`` over the ``k`` pairs nearest on ``side``.
+
+    Parameters
+    ----------
+    side, other : numpy.ndarray
+        (P, D) the embeddings of each pair's item on the searched side and on the voting side.
+    k : int
+        Neighbouring pairs (the pair itself left out).
+    """
+    n = side.shape[0]
+    k = max(1, min(int(k), n - 1))
+    _, rows = knn(side, flat_index(side), k + 1)
+    keep = rows != np.arange(n)[:, None]
+    keep[keep.all(axis=1), -1] = False  # the pair itself hidden by ties: drop the farthest instead
+    rows = rows[keep].reshape(n, k)
+    proto = other[rows].mean(axis=1)
+    return (proto / np.maximum(np.linalg.norm(proto, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _best_other(
+    emb: np.ndarray,
+    query_items: np.ndarray,
+    gallery: np.ndarray,
+    excluded: dict[int, set[int]],
+    *,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best gallery item of each query that is not the query itself nor one of its excluded items."""
+    sims, rows = knn(emb[query_items], flat_index(emb[gallery]), k)
+    best_id = np.full(len(query_items), -1, dtype=np.int64)
+    best_sim = np.full(len(query_items), np.nan, dtype=np.float32)
+    for i, q in enumerate(query_items):
+        skip = excluded.get(int(q), set())
+        for s, r in zip(sims[i], rows[i], strict=True):
+            g = int(gallery[r]) if r >= 0 else -1
+            if g < 0 or g == int(q) or g in skip:
+                continue
+            best_id[i], best_sim[i] = g, s
+            break
+    return best_id, best_sim
+
+
+def _reason(row, *, flag_rank: float, n_p: int, n_a: int, gap_cut: float) -> str:
+    parts = []
+    if row.mutual_rank > flag_rank:
+        parts.append(
+            f"direct: positive ranks {int(row.rank_a2p)} of {n_p} for the anchor, anchor ranks {int(row.rank_p2a)}"
+            f" of {n_a} for the positive (mutual {row.mutual_rank:.0f} > {flag_rank:.0f})"
+        )
+    if row.nbr_mutual_rank > flag_rank:
+        parts.append(
+            f"neighbours: the anchor's nearest pairs put this positive at rank {int(row.nbr_rank_a)}, the"
+            f" positive's nearest pairs put this anchor at rank {int(row.nbr_rank_p)}"
+            f" (mutual {row.nbr_mutual_rank:.0f} > {flag_rank:.0f})"
+        )
+    if parts and row.gap > gap_cut and row.best_id >= 0:
+        parts.append(f"the anchor prefers item {int(row.best_id)} by {row.gap:.2f}")
+    if not parts:
+        if row.mutual_rank <= 1 and row.nbr_mutual_rank <= 1:
+            return "mutual nearest neighbours, confirmed by the neighbouring pairs"
+        return (
+            f"within the top {flag_rank:.0f}: direct mutual rank {row.mutual_rank:.1f},"
+            f" neighbours' {row.nbr_mutual_rank:.1f}"
+        )
+    return "; ".join(parts)
+
+
+def mismatched_pairs(
+    run: Run,
+    *,
+    flag_rank: float | None = None,
+    k_neighbors: int = 10,
+    gap_cut: float = 0.05,
+    k_best: int = 16,
+    block_size: int = 1024,
+    progress: Callable[[float], None] | None = None,
+) -> pd.DataFrame:
+    """Score every pair for a mismatched positive.
+
+    Parameters
+    ----------
+    run : Run
+        The run folder.
+    flag_rank : float, optional
+        Mutual rank above which a pair is flagged; default :func:`default_flag_rank` of the gallery size.
+    k_neighbors : int
+        Neighbouring pairs whose other sides vote in the neighbour test.
+    gap_cut : float
+        ``best_sim - pos_sim`` above which the reason of a flagged pair names the anchor's preferred item.
+    k_best : int
+        Neighbours fetched to find each anchor's best other candidate (raised for multi-positive anchors).
+    block_size : int
+        Queries scored at once in the exact rank count.
+    progress : callable, optional
+        Called with the fraction done.
+
+    Returns
+    -------
+    pandas.DataFrame
+        (P rows, ``run.pairs`` order) with the columns of ``MISMATCH_COLUMNS``: ids, ``pos_sim``, the direct
+        ranks and their ``mutual_rank``, the neighbour ranks and their ``nbr_mutual_rank`` (ranks int64, 1 =
+        best), the anchor's best other candidate (``best_id``, ``best_sim``, ``gap``), the positive's best
+        other anchor, ``score`` (higher = more suspicious, in [0, 1]), ``flagged``, ``reason``.
+    """
+    report = progress or (lambda _f: None)
+    emb = run.embeddings
+    cand = build_candidates(run)
+    anchors, positives, pos_sim = cand.anchor_ids, cand.positive_ids, cand.pos_sim.astype(np.float32)
+    n_pairs = len(anchors)
+    if n_pairs == 0:
+        return pd.DataFrame(columns=list(MISMATCH_COLUMNS))
+    gallery_p = np.unique(np.concatenate([positives, cand.neg_ids[cand.mask]]))
+    gallery_a = np.unique(anchors)
+    n_p, n_a = len(gallery_p), len(gallery_a)
+    ex_a2p = _exclusions(anchors, positives, gallery_p)
+    ex_p2a = _exclusions(positives, anchors, gallery_a)
+
+    def step(lo: float, hi: float) -> Callable[[float], None]:
+        return lambda f: report(lo + (hi - lo) * f)
+
+    a_vecs, p_vecs = emb[anchors], emb[positives]
+    opts = {"block_size": block_size}
+    rank_a2p = _ranks(a_vecs, positives, gallery_p, ex_a2p, emb, progress=step(0.0, 0.2), **opts)
+    rank_p2a = _ranks(p_vecs, anchors, gallery_a, ex_p2a, emb, progress=step(0.2, 0.4), **opts)
+    if n_pairs > 1:
+        proto_a = _prototypes(a_vecs, p_vecs, k_neighbors)
+        nbr_rank_a = _ranks(proto_a, positives, gallery_p, ex_a2p, emb, progress=step(0.4, 0.6), **opts)
+        proto_p = _prototypes(p_vecs, a_vecs, k_neighbors)
+        nbr_rank_p = _ranks(proto_p, anchors, gallery_a, ex_p2a, emb, progress=step(0.6, 0.8), **opts)
+    else:  # a single pair has no neighbours to vote: no evidence either way
+        nbr_rank_a = nbr_rank_p = np.ones(n_pairs, dtype=np.int64)
+
+    # Best other candidate of each anchor, best other anchor of each positive.
+    pos_of_anchor: dict[int, set[int]] = {}
+    anc_of_positive: dict[int, set[int]] = {}
+    for a, p in set(zip(anchors.tolist(), positives.tolist(), strict=True)):
+        pos_of_anchor.setdefault(a, set()).add(p)
+        anc_of_positive.setdefault(p, set()).add(a)
+    uniq_a, inv_a = np.unique(anchors, return_inverse=True)
+    k_a = k_best + max(len(s) for s in pos_of_anchor.values())
+    best_id_u, best_sim_u = _best_other(emb, uniq_a, gallery_p, pos_of_anchor, k=k_a)
+    report(0.9)
+    uniq_p, inv_p = np.unique(positives, return_inverse=True)
+    k_p = k_best + max(len(s) for s in anc_of_positive.values())
+    best_anchor_u, best_anchor_sim_u = _best_other(emb, uniq_p, gallery_a, anc_of_positive, k=k_p)
+
+    mutual = np.sqrt(rank_a2p.astype(np.float64) * rank_p2a)
+    nbr_mutual = np.sqrt(nbr_rank_a.astype(np.float64) * nbr_rank_p)
+    denom = np.log(np.sqrt(float(n_p) * float(n_a)))
+    worst = np.maximum(mutual, nbr_mutual)
+    score = np.log(worst) / denom if denom > 0 else np.zeros(n_pairs)
+    cut = default_flag_rank(int(round(np.sqrt(n_p * n_a)))) if flag_rank is None else float(flag_rank)
+    best_sim = best_sim_u[inv_a]
+    out = pd.DataFrame(
+        {
+            "pair_id": cand.pair_ids,
+            "anchor_id": anchors,
+            "positive_id": positives,
+            "pos_sim": pos_sim,
+            "rank_a2p": rank_a2p,
+            "rank_p2a": rank_p2a,
+            "mutual_rank": mutual,
+            "nbr_rank_a": nbr_rank_a,
+            "nbr_rank_p": nbr_rank_p,
+            "nbr_mutual_rank": nbr_mutual,
+            "best_id": best_id_u[inv_a],
+            "best_sim": best_sim,
+            "gap": (best_sim - pos_sim).astype(np.float32),
+            "best_anchor_id": best_anchor_u[inv_p],
+            "best_anchor_sim": best_anchor_sim_u[inv_p],
+            "score": score,
+            "flagged": worst > cut,
+        }
+    )
+    out["reason"] = [
+        _reason(row, flag_rank=cut, n_p=n_p, n_a=n_a, gap_cut=gap_cut) for row in out.itertuples(index=False)
+    ]
+    out.attrs.update({"flag_rank": cut, "n_gallery_positive": n_p, "n_gallery_anchor": n_a, "k": k_neighbors})
+    report(1.0)
+    return out

@@ -1,0 +1,166 @@
+"""Retrieval ranks of each pair's positive (and, across modalities, of its anchor) and the metrics over them.
+
+Forward direction: the anchor is the query; the positive's rank is its 1-based place among *all* items of
+the positive's modality, ordered by cosine similarity to the anchor. The anchor itself and the anchor's
+other known positives (every other pair with the same ``anchor_id``) do not compete; ties count in the
+positive's favour (``rank = 1 + #{items scoring strictly higher}``).
+
+Reverse direction (only meaningful when anchors and positives are different modalities, e.g. image -> text
+and text -> image): the positive is the query and the anchor's rank is taken among all items of the
+anchor's modality, the positive's other known anchors not competing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from analysis.runs.folder import Run
+from analysis.search.exact import SharedExclusions, target_ranks
+
+RECALL_KS = (1, 5, 10)
+MRR_K = 10
+
+
+def has_reverse(run: Run) -> bool:
+    """True when the anchors and the positives are of different modalities (then both directions are reported)."""
+    modality = run.items["modality"].to_numpy()
+    anchor_mods = set(modality[run.pairs["anchor_id"].to_numpy(np.int64)])
+    positive_mods = set(modality[run.pairs["positive_id"].to_numpy(np.int64)])
+    return anchor_mods.isdisjoint(positive_mods)
+
+
+def directional_ranks(
+    embeddings: np.ndarray,
+    modality: np.ndarray,
+    query_ids: np.ndarray,
+    target_ids: np.ndarray,
+    *,
+    max_block_bytes: int = 512 * 2**20,
+    progress: Callable[[float], None] | None = None,
+) -> np.ndarray:
+    """Rank of each target among all items of its modality, by similarity to its query.
+
+    Parameters
+    ----------
+    embeddings : numpy.ndarray
+        (N, D) float32, rows L2-normalised.
+    modality : numpy.ndarray
+        (N,) modality name of every item.
+    query_ids, target_ids : numpy.ndarray
+        (P,) item ids: the query and the target of each pair. The query itself and every other target of the
+        same query (pairs with the same query id) do not compete with the target.
+    max_block_bytes : int
+        Working memory of one block of the exhaustive search (see :func:`analysis.search.exact.target_ranks`).
+    progress : callable, optional
+        Called with the overall fraction done.
+
+    Returns
+    -------
+    numpy.ndarray
+        (P,) int64 ranks, 1 = the target is the best-scoring item of its modality.
+    """
+    query_ids = np.asarray(query_ids, dtype=np.int64)
+    target_ids = np.asarray(target_ids, dtype=np.int64)
+    modality = np.asarray(modality, dtype=object)
+    ranks = np.ones(len(query_ids), dtype=np.int64)
+    target_mods = modality[target_ids]
+    groups = [(m, np.flatnonzero(target_mods == m)) for m in sorted(set(target_mods.tolist()))]
+    total = max(sum(len(rows) for _, rows in groups), 1)
+    done = 0
+    for mod, rows in groups:
+        corpus_ids = np.flatnonzero(modality == mod)
+        row_of_item = np.full(len(modality), -1, dtype=np.int64)
+        row_of_item[corpus_ids] = np.arange(len(corpus_ids))
+        q_ids, t_ids = query_ids[rows], target_ids[rows]
+        # one exclusion list per distinct query: the query itself and all of its known targets
+        uniq, group = np.unique(q_ids, return_inverse=True)
+        member_group = np.concatenate([np.arange(len(uniq)), group])
+        member_row = np.concatenate([row_of_item[uniq], row_of_item[t_ids]])
+        exclude = SharedExclusions.from_members(group, member_group, member_row)
+
+        def report(frac: float, _done: int = done, _n: int = len(rows)) -> None:
+            if progress is not None:
+                progress((_done + frac * _n) / total)
+
+        ranks[rows] = target_ranks(
+            embeddings[q_ids],
+            embeddings[corpus_ids],
+            row_of_item[t_ids],
+            exclude=exclude,
+            max_block_bytes=max_block_bytes,
+            progress=report,
+        )
+        done += len(rows)
+    if progress is not None:
+        progress(1.0)
+    return ranks
+
+
+def retrieval_ranks(
+    run: Run,
+    *,
+    reverse: bool = False,
+    max_block_bytes: int = 512 * 2**20,
+    progress: Callable[[float], None] | None = None,
+) -> np.ndarray:
+    """Retrieval rank of every pair of ``run``, in ``run.pairs`` order.
+
+    Parameters
+    ----------
+    run : Run
+        The run folder.
+    reverse : bool
+        False: rank of the positive given the anchor. True: rank of the anchor given the positive.
+    max_block_bytes : int
+        Working memory of one block of the exhaustive search.
+    progress : callable, optional
+        Called with the fraction done.
+
+    Returns
+    -------
+    numpy.ndarray
+        (P,) int64 ranks in ``[1, n items of the target's modality]``.
+    """
+    anchors = run.pairs["anchor_id"].to_numpy(np.int64)
+    positives = run.pairs["positive_id"].to_numpy(np.int64)
+    queries, targets = (positives, anchors) if reverse else (anchors, positives)
+    return directional_ranks(
+        run.embeddings,
+        run.items["modality"].to_numpy(),
+        queries,
+        targets,
+        max_block_bytes=max_block_bytes,
+        progress=progress,
+    )
+
+
+def recall_at_k(ranks: np.ndarray, k: int) -> float:
+    """Share of pairs whose target ranks within the top ``k`` (NaN when there are no pairs)."""
+    ranks = np.asarray(ranks)
+    return float(np.mean(ranks <= k)) if len(ranks) else float("nan")
+
+
+def mrr_at_k(ranks: np.ndarray, k: int = MRR_K) -> float:
+    """Mean reciprocal rank, a rank beyond ``k`` counting 0 (NaN when there are no pairs)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if not len(ranks):
+        return float("nan")
+    return float(np.mean(np.where(ranks <= k, 1.0 / ranks, 0.0)))
+
+
+def retrieval_metrics(ranks: np.ndarray) -> dict[str, float]:
+    """``recall_at_1``, ``recall_at_5``, ``recall_at_10`` and ``mrr_at_10`` of a rank vector (P,)."""
+    out = {f"recall_at_{k}": recall_at_k(ranks, k) for k in RECALL_KS}
+    out[f"mrr_at_{MRR_K}"] = mrr_at_k(ranks, MRR_K)
+    return out
+
+
+def recall_curve(ranks: np.ndarray, *, max_k: int = 50) -> np.ndarray:
+    """(max_k,) recall@k for k = 1 .. max_k."""
+    ranks = np.asarray(ranks)
+    if not len(ranks):
+        return np.full(max_k, np.nan)
+    counts = np.bincount(np.clip(ranks, 1, max_k + 1) - 1, minlength=max_k + 1)[:max_k]
+    return np.cumsum(counts) / len(ranks)

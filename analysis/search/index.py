@@ -1,0 +1,270 @@
+"""A search index that is exact for small corpora and approximate (IVF or HNSW, through faiss) for large ones.
+
+Exact inner-product search costs ``2 Q M D`` flops for Q queries over M corpus rows; above
+``EXACT_LIMIT`` corpus rows the default switches to an inverted-file index (``IndexIVFFlat``: k-means
+cells, each query scans the ``nprobe`` nearest cells) or, on request, an HNSW graph. An approximate index
+is only useful when one knows what it misses, so every approximate index built here has its recall@k
+against exact search measured on a sample of queries, and its search depth (``nprobe`` or ``efSearch``)
+is raised until that recall reaches ``target_recall``:
+
+.. math:: \\text{recall@}k = \\frac{1}{|Q|} \\sum_{q \\in Q} \\frac{|\\text{ANN}_k(q) \\cap \\text{exact}_k(q)|}{k}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import faiss
+import numpy as np
+
+from analysis.errors import NegScopeError
+from analysis.search.exact import flat_index, hnsw_index, knn
+
+EXACT_LIMIT = 200_000
+INDEX_KINDS = ("auto", "exact", "ivf", "hnsw")
+BLAS_DATABASE_BLOCK = 16384  # corpus rows per faiss BLAS block in exact search (faiss's default: 1024)
+
+
+@contextmanager
+def blas_blocks(database_rows: int = BLAS_DATABASE_BLOCK) -> Iterator[None]:
+    """Let faiss's exact search multiply (queries x ``database_rows``) blocks instead of (queries x 1024).
+
+    Larger blocks give the BLAS bigger matrix products (measured: ~1.2x the default's throughput on the
+    mining benchmark) at the cost of a (4096, ``database_rows``) float32 scratch block (256 MB at 16384). The
+    setting is process-wide in faiss, so it is restored afterwards; it changes speed only, never results.
+    """
+    previous = faiss.cvar.distance_compute_blas_database_bs
+    faiss.cvar.distance_compute_blas_database_bs = int(database_rows)
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_database_bs = previous
+
+
+def exact_knn(queries: np.ndarray, corpus: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` by inner product without building (copying the corpus into) an index.
+
+    Returns (Q, k) float32 similarities and (Q, k) int64 corpus row ids.
+    """
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    corpus = np.ascontiguousarray(corpus, dtype=np.float32)
+    k = min(int(k), corpus.shape[0])
+    with blas_blocks():
+        sims, ids = faiss.knn(queries, corpus, k, metric=faiss.METRIC_INNER_PRODUCT)
+    return sims, ids
+
+
+@dataclass
+class SearchIndex:
+    """A built index and what is known about its quality.
+
+    Attributes
+    ----------
+    index : faiss.Index
+        The faiss index (inner product).
+    kind : str
+        'exact', 'ivf' or 'hnsw'.
+    recall : float or None
+        Measured recall@``recall_k`` against exact search (1.0 for exact search).
+    recall_k : int
+        The k of that recall.
+    params : dict
+        Build and search parameters (``nlist``, ``nprobe``, ``m``, ``ef_search`` ...).
+    """
+
+    index: faiss.Index
+    kind: str
+    recall: float | None = 1.0
+    recall_k: int = 10
+    params: dict = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def ntotal(self) -> int:
+        """Rows in the index."""
+        return int(self.index.ntotal)
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        block_size: int = 4096,
+        progress: Callable[[float], None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` neighbours by inner product: (Q, k) float32 similarities and (Q, k) int64 ids (-1: none)."""
+        if self.kind == "exact":
+            with blas_blocks():
+                return knn(queries, self.index, k, block_size=block_size, progress=progress)
+        return knn(queries, self.index, k, block_size=block_size, progress=progress)
+
+    def describe(self) -> str:
+        """One line for people: the kind, its parameters and its measured recall."""
+        if self.kind == "exact":
+            return "exact search (faiss IndexFlatIP)" + (f"; {self.note}" if self.note else "")
+        params = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.kind.upper()} ({params}), measured recall@{self.recall_k} = {self.recall:.3f}"
+
+
+def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
+    """Mean share of each query's exact top-k found in its approximate top-k.
+
+    Parameters
+    ----------
+    approx_ids, exact_ids : numpy.ndarray
+        (Q, k) int64 neighbour ids (-1 entries of ``approx_ids`` never match).
+    """
+    approx_ids = np.asarray(approx_ids)
+    exact_ids = np.asarray(exact_ids)
+    if exact_ids.size == 0:
+        return 1.0
+    k = exact_ids.shape[1]
+    hits = sum(len(np.intersect1d(a[a >= 0], e)) for a, e in zip(approx_ids, exact_ids, strict=True))
+    return hits / (k * len(exact_ids))
+
+
+def _set_depth(index: faiss.Index, kind: str, depth: int) -> None:
+    if kind == "ivf":
+        faiss.extract_index_ivf(index).nprobe = int(depth)
+    elif kind == "hnsw":
+        index.hnsw.efSearch = int(depth)
+
+
+def build_ivf(
+    corpus: np.ndarray,
+    *,
+    nlist: int | None = None,
+    train_size: int | None = None,
+    seed: int = 0,
+) -> faiss.IndexIVFFlat:
+    """Train and fill an inner-product ``IndexIVFFlat`` over ``corpus`` (M, D) float32.
+
+    ``nlist`` defaults to a power of two near ``sqrt(M)``; k-means is trained on ``train_size`` rows
+    (default ``40 * nlist``, faiss's recommended minimum, at most M) drawn at random.
+    """
+    corpus = np.ascontiguousarray(corpus, dtype=np.float32)
+    n, d = corpus.shape
+    if nlist is None:
+        nlist = 2 ** max(2, round(math.log2(max(math.sqrt(n), 4))))
+    nlist = int(max(1, min(nlist, n)))
+    train_size = int(min(n, train_size or 40 * nlist))
+    rng = np.random.default_rng(seed)
+    sample = corpus[np.sort(rng.choice(n, size=train_size, replace=False))] if train_size < n else corpus
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = int(seed)
+    index.train(sample)
+    for start in range(0, n, 65536):
+        index.add(corpus[start : start + 65536])
+    return index
+
+
+def tune_depth(
+    index: faiss.Index,
+    kind: str,
+    queries: np.ndarray,
+    exact_ids: np.ndarray,
+    *,
+    start: int,
+    limit: int,
+    target_recall: float,
+) -> tuple[int, float]:
+    """Double the search depth (IVF ``nprobe`` / HNSW ``efSearch``) from ``start`` until the recall reaches
+    ``target_recall`` or the depth reaches ``limit``; returns (depth, recall)."""
+    k = exact_ids.shape[1]
+    depth = max(1, int(start))
+    while True:
+        _set_depth(index, kind, depth)
+        _, ids = index.search(queries, k)
+        recall = recall_at_k(ids, exact_ids)
+        if recall >= target_recall or depth >= limit:
+            return depth, recall
+        depth = min(2 * depth, int(limit))
+
+
+def build_index(
+    corpus: np.ndarray,
+    *,
+    kind: str = "auto",
+    exact_limit: int = EXACT_LIMIT,
+    target_recall: float = 0.95,
+    recall_k: int = 10,
+    sample_queries: np.ndarray | None = None,
+    n_sample: int = 500,
+    nlist: int | None = None,
+    hnsw_m: int = 32,
+    seed: int = 0,
+    progress: Callable[[float], None] | None = None,
+) -> SearchIndex:
+    """Build the index to search ``corpus`` (M, D) float32 with, measuring an approximate one's recall.
+
+    Parameters
+    ----------
+    corpus : numpy.ndarray
+        (M, D) float32 rows (L2-normalised for cosine similarity).
+    kind : {"auto", "exact", "ivf", "hnsw"}
+        'auto' is exact up to ``exact_limit`` rows and IVF above, unless the IVF index needs more than 1/8 of
+        its cells probed to reach ``target_recall`` (unclustered data), where exact search is as fast: then
+        it falls back to exact search and says so in ``note``.
+    target_recall : float
+        The search depth of an approximate index is raised until its recall@``recall_k`` on the sample
+        reaches this (or the depth reaches its maximum; the achieved recall is reported either way).
+    sample_queries : numpy.ndarray, optional
+        (S, D) queries like the real ones to measure recall on (default: ``n_sample`` random corpus rows).
+    nlist, hnsw_m : int
+        IVF cells (default near sqrt(M)); HNSW links per node.
+    progress : callable, optional
+        Called with the fraction done.
+
+    Returns
+    -------
+    SearchIndex
+    """
+    if kind not in INDEX_KINDS:
+        raise NegScopeError(f"unknown index kind {kind!r}; expected one of {INDEX_KINDS}")
+    corpus = np.ascontiguousarray(corpus, dtype=np.float32)
+    n = corpus.shape[0]
+    auto = kind == "auto"
+    if auto:
+        kind = "exact" if n <= exact_limit else "ivf"
+    if kind == "exact" or n == 0:
+        index = flat_index(corpus) if n else faiss.IndexFlatIP(corpus.shape[1])
+        if progress is not None:
+            progress(1.0)
+        return SearchIndex(index=index, kind="exact", recall=1.0, recall_k=recall_k)
+
+    if progress is not None:
+        progress(0.0)
+    if kind == "ivf":
+        index = build_ivf(corpus, nlist=nlist, seed=seed)
+        params: dict = {"nlist": int(index.nlist)}
+        start, limit = 8, int(index.nlist)
+    else:
+        index = hnsw_index(corpus, m=hnsw_m)
+        params = {"m": int(hnsw_m)}
+        start, limit = max(2 * recall_k, 32), 4096
+    if progress is not None:
+        progress(0.7)
+
+    rng = np.random.default_rng(seed + 1)
+    if sample_queries is None:
+        sample_queries = corpus[rng.choice(n, size=min(n_sample, n), replace=False)]
+    sample_queries = np.ascontiguousarray(sample_queries, dtype=np.float32)
+    k = min(recall_k, n)
+    _, exact_ids = exact_knn(sample_queries, corpus, k)
+    depth, recall = tune_depth(
+        index, kind, sample_queries, exact_ids, start=start, limit=limit, target_recall=target_recall
+    )
+    params["nprobe" if kind == "ivf" else "ef_search"] = depth
+    if progress is not None:
+        progress(1.0)
+    if auto and kind == "ivf" and depth > max(1, params["nlist"] // 8):
+        # Unclustered data: reaching the recall needs scanning much of the corpus cell by cell, which is
+        # slower than one exact BLAS pass (measured on uniform random vectors), so search exactly instead.
+        note = f"IVF needed nprobe={depth} of {params['nlist']} cells for recall {recall:.3f}: no faster than exact"
+        del index
+        return SearchIndex(index=flat_index(corpus), kind="exact", recall=1.0, recall_k=k, note=note)
+    return SearchIndex(index=index, kind=kind, recall=float(recall), recall_k=k, params=params)
