@@ -3,6 +3,12 @@
 Each sub-command lives in its own module under ``analysis/commands/`` and exposes ``NAME`` (str), ``HELP``
 (str), ``add_arguments(parser)`` and ``run(args) -> int``. Errors meant for the user (``NegScopeError``)
 exit with code 2 and one line on stderr, never a traceback.
+
+The CLI is a thin face over the library. A command module imports only the standard library,
+:mod:`analysis.choices` (the option sets its parser lists) and :mod:`analysis.errors` at its top; everything
+heavy (numpy, pandas, torch, faiss, scikit-learn, umap) is imported inside ``run``, so that ``--help`` and
+argument errors answer at once (``tests/test_cli.py`` checks that they load none of it). Options are checked
+by the library functions the command calls, so the app gets the same checks and messages.
 """
 
 from __future__ import annotations
@@ -44,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except NegScopeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # one line, whatever the message quotes (a path or a cell with a line break)
+        message = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

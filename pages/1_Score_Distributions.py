@@ -22,12 +22,13 @@ from analysis.metrics.scores import ScoreReport, pair_table, score_report
 from analysis.runs.candidates import Candidates, build_candidates
 from analysis.runs.folder import NEGATIVE_SOURCES, Run
 from ui.render import show_item
+from ui.safe_text import escape_text
 from ui.score_plots import filter_figure, hardest_figure, margin_figure, recall_figure, similarity_figure
 from ui.state import require_run
 
 st.set_page_config(page_title="Score distributions · NegScope", page_icon="📊", layout="wide")
 
-MAX_TABLE_ROWS = (100, 500, 2000, 10000)
+MAX_TABLE_ROWS = (100, 500, 2000)
 RANK_CACHE_ENTRIES = 8
 RULE_NAMES = {
     "rank_window": "rank window",
@@ -41,6 +42,7 @@ for key, value in {
     "scores_bins": 60,
     "scores_density": True,
     "scores_rows": 500,
+    "scores_table_page": 1,
     "scores_top_negs": 4,
     "scores_pair": None,
     "scores_f_use_max": False,
@@ -135,31 +137,46 @@ def export_rows(result: FilterResult, k: int, fmt: str) -> int:
 
 
 def explain() -> None:
-    """What am I looking at."""
-    st.title("Score distributions")
-    st.markdown(
-        "Does the model score each anchor's **positive** above its **negatives**? Every similarity is the "
-        "cosine of L2-normalised embeddings, so it lies in [-1, 1]:"
-    )
-    st.latex(r"\mathrm{pos\_sim}_i = a_i \cdot p_i \qquad \mathrm{neg\_sim}_{ij} = a_i \cdot n_{ij}")
-    st.latex(
-        r"\mathrm{hardest\_neg}_i = \max_j \mathrm{neg\_sim}_{ij} \qquad "
-        r"\mathrm{margin}_i = \mathrm{pos\_sim}_i - \mathrm{hardest\_neg}_i"
-    )
-    st.markdown(
-        "A negative margin means a listed negative beats the positive: either the model is wrong, the pair is "
-        "mismatched, or the 'negative' is really a positive (a false negative). The **retrieval rank** looks "
-        "beyond the listed negatives: the positive's place among *all* items of its modality (the anchor itself "
-        "and the anchor's other known positives do not compete; ties count in the positive's favour)."
-    )
-    st.latex(
-        r"\mathrm{rank}_i = 1 + \#\{x \in \mathcal{C}_i : a_i \cdot x > a_i \cdot p_i\} \qquad "
-        r"\mathrm{recall@}k = \tfrac{1}{P}\sum_i [\mathrm{rank}_i \le k] \qquad "
-        r"\mathrm{MRR@}10 = \tfrac{1}{P}\sum_i \frac{[\mathrm{rank}_i \le 10]}{\mathrm{rank}_i}"
-    )
-    st.latex(
-        r"\mathrm{AUROC} = P(\mathrm{pos\_sim} > \mathrm{neg\_sim}) + \tfrac12 P(\mathrm{pos\_sim} = \mathrm{neg\_sim})"
-    )
+    """The theory and formulas, folded under the title (kept complete)."""
+    with st.expander("How this is computed", expanded=False):
+        st.markdown(
+            "Does the model score each anchor's **positive** above its **negatives**? Every similarity is the "
+            "cosine of L2-normalised embeddings, so it lies in [-1, 1]:"
+        )
+        st.latex(r"\mathrm{pos\_sim}_i = a_i \cdot p_i \qquad \mathrm{neg\_sim}_{ij} = a_i \cdot n_{ij}")
+        st.latex(
+            r"\mathrm{hardest\_neg}_i = \max_j \mathrm{neg\_sim}_{ij} \qquad "
+            r"\mathrm{margin}_i = \mathrm{pos\_sim}_i - \mathrm{hardest\_neg}_i"
+        )
+        st.markdown(
+            "A negative margin means a listed negative beats the positive: either the model is wrong, the pair is "
+            "mismatched, or the 'negative' is really a positive (a false negative). The **retrieval rank** looks "
+            "beyond the listed negatives: the positive's place among *all* items of its modality (the anchor "
+            "itself and the anchor's other known positives do not compete; ties count in the positive's favour)."
+        )
+        st.latex(
+            r"\mathrm{rank}_i = 1 + \#\{x \in \mathcal{C}_i : a_i \cdot x > a_i \cdot p_i\} \qquad "
+            r"\mathrm{recall@}k = \tfrac{1}{P}\sum_i [\mathrm{rank}_i \le k] \qquad "
+            r"\mathrm{MRR@}10 = \tfrac{1}{P}\sum_i \frac{[\mathrm{rank}_i \le 10]}{\mathrm{rank}_i}"
+        )
+        st.latex(
+            r"\mathrm{AUROC} = P(\mathrm{pos\_sim} > \mathrm{neg\_sim}) + \tfrac12 P(\mathrm{pos\_sim} = \mathrm{neg\_sim})"
+        )
+        st.markdown(
+            "**Mining-filter preview.** What a hard-negative mining filter (sentence-transformers' "
+            "`mine_hard_negatives`, NV-Retriever's positive-aware mining) would keep of the listed negatives. A "
+            "negative is kept when it passes every enabled rule; margins protect against false negatives that "
+            "score close to (or above) the positive."
+        )
+        st.latex(
+            r"\text{keep } n_{ij} \iff r_{ij} \in [\mathrm{range\_min}, \mathrm{range\_max}) \;\wedge\; "
+            r"s_{ij} \le \mathrm{max\_score} \;\wedge\; s_{ij} \le \mathrm{pos}_i - m_{\mathrm{abs}} \;\wedge\; "
+            r"s_{ij} \le \mathrm{pos}_i - |\mathrm{pos}_i|\, m_{\mathrm{rel}}"
+        )
+        st.caption(
+            "The relative margin uses |pos_sim| so the threshold stays below the positive also when pos_sim < 0 "
+            "(the pos_sim·(1 − m) form would then sit above it)."
+        )
 
 
 def fmt(value: float | None, spec: str = ".3f") -> str:
@@ -176,9 +193,10 @@ def show_metrics(data: ScoreReport, run: Run) -> None:
     cols[2].metric("Mean neg_sim", fmt(s["neg_sim_mean"]), help="mean anchor · negative over all listed negatives")
     cols[3].metric("AUROC", fmt(s["auroc"]), help="positives vs all listed negatives; 0.5 = no separation")
     cols[4].metric(
-        "Hardest negative above positive",
+        "Hardest neg > positive",
         fmt(s["frac_hardest_neg_above_pos"], ".1%"),
-        help="share of the pairs with listed negatives whose hardest negative scores strictly above the positive",
+        help="hardest negative above the positive: share of the pairs with listed negatives whose hardest negative "
+        "scores strictly above the positive",
     )
     a_mod, p_mod = run.anchor_modality(), run.positive_modality()
     directions = [(f"Retrieval {a_mod} → {p_mod} (anchor → positive)", s)]
@@ -198,6 +216,7 @@ def show_metrics(data: ScoreReport, run: Run) -> None:
         st.caption("Anchors and positives are the same modality, so only one retrieval direction is reported.")
 
 
+@st.fragment
 def show_distributions(data: ScoreReport, run: Run) -> None:
     """Histograms of similarities, hardest negatives and margins, and the recall@k curve."""
     st.header("Distributions")
@@ -258,14 +277,20 @@ def _on_table_select() -> None:
         st.session_state["scores_pair"] = ids[rows[0]]
 
 
+@st.fragment
 def show_pairs(data: ScoreReport, run: Run, sources: tuple[str, ...]) -> None:
     """The per-pair table sorted by margin (worst first) and the chosen pair side by side with its negatives."""
     st.header("Pairs, worst margin first")
     table = data.pairs
     order = table.sort_values(["margin", "pos_sim"], na_position="last", kind="stable")
-    c1, c2 = st.columns([1, 3])
-    c1.selectbox("Rows shown", MAX_TABLE_ROWS, key="scores_rows", help="The full table: download below or CLI")
-    shown = order.head(int(st.session_state["scores_rows"]))
+    c1, c2, c3 = st.columns([1, 1, 2])
+    c1.selectbox("Rows per page", MAX_TABLE_ROWS, key="scores_rows", help="The full table: download below or CLI")
+    per_page = int(st.session_state["scores_rows"])
+    n_pages = max(1, -(-len(order) // per_page))
+    if int(st.session_state.get("scores_table_page", 1)) > n_pages:
+        st.session_state["scores_table_page"] = n_pages
+    page = int(c2.number_input("Page", 1, n_pages, key="scores_table_page", help=f"{n_pages:,} pages, worst first"))
+    shown = order.iloc[(page - 1) * per_page : page * per_page]  # only this page goes to the browser
     content = run.items["content"].astype(str)
     view = pd.DataFrame(
         {
@@ -298,7 +323,11 @@ def show_pairs(data: ScoreReport, run: Run, sources: tuple[str, ...]) -> None:
             "rank": st.column_config.NumberColumn(help="positive's rank among all items of its modality"),
         },
     )
-    c2.caption(f"{len(shown):,} of {len(table):,} pairs. Click a row (or use the selector) to inspect it.")
+    first = (page - 1) * per_page
+    c3.caption(
+        f"Rows {first + 1:,}–{first + len(shown):,} of {len(table):,} pairs, worst margin first. "
+        "Click a row (or use the selector) to inspect it."
+    )
     st.download_button(
         "Download the full per-pair table (CSV)",
         lambda: pairs_csv(str(run.path), sources, run, data),
@@ -394,22 +423,13 @@ def filter_settings(k_max: int) -> tuple[FilterSettings, int, str]:
     return settings, int(st.session_state["scores_f_k"]), str(st.session_state["scores_f_format"])
 
 
+@st.fragment
 def show_filter(data: ScoreReport, run: Run, sources: tuple[str, ...]) -> None:
     """The mining-filter preview: rules, what they drop, before/after histograms, the download."""
     st.header("Mining-filter preview")
-    st.markdown(
-        "What a hard-negative mining filter (sentence-transformers' `mine_hard_negatives`, NV-Retriever's "
-        "positive-aware mining) would keep of the listed negatives. A negative is kept when it passes every "
-        "enabled rule; margins protect against false negatives that score close to (or above) the positive."
-    )
-    st.latex(
-        r"\text{keep } n_{ij} \iff r_{ij} \in [\mathrm{range\_min}, \mathrm{range\_max}) \;\wedge\; "
-        r"s_{ij} \le \mathrm{max\_score} \;\wedge\; s_{ij} \le \mathrm{pos}_i - m_{\mathrm{abs}} \;\wedge\; "
-        r"s_{ij} \le \mathrm{pos}_i - |\mathrm{pos}_i|\, m_{\mathrm{rel}}"
-    )
     st.caption(
-        "The relative margin uses |pos_sim| so the threshold stays below the positive also when pos_sim < 0 "
-        "(the pos_sim·(1 − m) form would then sit above it)."
+        "What a hard-negative mining filter would keep of the listed negatives (the rules: "
+        "'How this is computed' at the top)."
     )
     cands = data.candidates
     k_max = int(cands.mask.sum(axis=1).max()) if cands.mask.size else 0
@@ -460,6 +480,18 @@ def show_filter(data: ScoreReport, run: Run, sources: tuple[str, ...]) -> None:
             "triplet: one anchor, positive, negative row per kept negative (at most K per pair).",
         )
         n_rows = export_rows(result, k, out_fmt)
+        n_pairs = len(result.kept_per_pair)
+        short = result.pairs_below(k)
+        if out_fmt == "n-tuple" and short:
+            st.info(
+                f"The n-tuple export leaves out {short:,} of {n_pairs:,} pairs: they have fewer than K = {k} "
+                f"kept negatives, and an n-tuple row needs exactly K. Lower K, loosen the rules, or choose "
+                "'triplet' to keep them."
+            )
+        elif out_fmt != "n-tuple" and result.pairs_below(1):
+            st.caption(
+                f"{result.pairs_below(1):,} of {n_pairs:,} pairs have no kept negative and give no triplet row."
+            )
         st.download_button(
             f"Download kept negatives ({n_rows:,} rows)",
             lambda: cached_export(str(run.path), sources, settings, k, out_fmt, run, cands, result.kept),
@@ -475,7 +507,8 @@ def show_filter(data: ScoreReport, run: Run, sources: tuple[str, ...]) -> None:
 
 
 def main() -> None:
-    """Read inputs, compute through cached wrappers, render."""
+    """Read inputs, compute through cached wrappers, render: numbers first, each control group a fragment."""
+    st.title("Score distributions")
     explain()
     run = require_run()
     st.sidebar.multiselect(
@@ -495,10 +528,10 @@ def main() -> None:
         reverse = get_ranks(run, reverse=True) if has_reverse(run) else None
         data = cached_scores(str(run.path), sources, run, ranks, reverse)
     except NegScopeError as exc:
-        st.error(str(exc))
+        st.error(escape_text(exc))
         st.stop()
     except (MemoryError, ValueError) as exc:
-        st.error(f"The scores of this run could not be computed ({type(exc).__name__}): {exc}")
+        st.error(f"The scores of this run could not be computed ({type(exc).__name__}): {escape_text(exc)}")
         st.stop()
     show_metrics(data, run)
     show_distributions(data, run)

@@ -1,17 +1,19 @@
-"""Temperature and loss explorer: InfoNCE against tau, which negatives take the gradient, alignment/uniformity."""
+"""Temperature and loss explorer: InfoNCE against tau, which negatives take the gradient, alignment/uniformity.
+
+Only the chosen view computes: the view selector replaces tabs (tabs run every section on every rerun);
+the pair view and the loss variants are fragments, so their controls rerun only themselves.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
+from streamlit.errors import StreamlitAPIException
 
 from analysis.errors import NegScopeError
 from analysis.metrics.geometry import GeometryReport, geometry_report, random_reference
 from analysis.metrics.modality_gap import closing_lambda, modality_groups, shift_embeddings
-from analysis.metrics.teaching import random_angles, toy_state, toy_tau_curve
 from analysis.metrics.temperature import (
     VARIANT_LABELS,
     LossInputs,
@@ -30,30 +32,35 @@ from analysis.metrics.temperature import (
 )
 from analysis.runs.folder import Run
 from analysis.runs.workspace import review_db_path
+from ui import review
 from ui.render import show_item
+from ui.safe_text import escape_text
 from ui.state import require_run
+from ui.temperature_plots import (
+    DIRECTION_NAMES,
+    effective_curve,
+    geometry_figure,
+    loss_curve,
+    pair_negatives_figure,
+    rank_share_figure,
+    share_histogram,
+    variants_figure,
+)
 
 st.set_page_config(page_title="Temperature · NegScope", page_icon="🌡️", layout="wide")
 
 GRID = tau_grid(0.005, 1.0, 64)
-TOY_TAUS = tuple(float(t) for t in np.round(np.geomspace(0.01, 5.0, 41), 4))
-DIRECTION_NAMES = {
-    "forward": "anchor → candidates",
-    "reverse": "positive → anchors",
-    "symmetric": "symmetric (mean)",
-}
+VIEWS = ("Loss vs τ", "Gradient at τ", "Loss variants", "Alignment & uniformity")
+TEACHING_PAGE = "pages/7_Teaching.py"
+MAX_HIST_VALUES = 200_000
 
 for key, value in {
+    "temp_view": VIEWS[0],
     "temp_direction": "forward",
     "temp_pair_rank": 1,
     "temp_pair_id": "",
     "temp_tau_plus": 0.1,
     "temp_beta": 1.0,
-    "temp_toy_mode": "Random",
-    "temp_toy_n": 4,
-    "temp_toy_seed": 0,
-    "temp_toy_tau": min(TOY_TAUS, key=lambda t: abs(np.log(t / 0.1))),
-    "temp_toy_arrows": "Forces on the anchor",
 }.items():
     st.session_state.setdefault(key, value)
 
@@ -76,7 +83,7 @@ def _review_key() -> tuple[float, float]:
 @st.cache_data(max_entries=8, show_spinner=False)
 def cached_fn_table(_run: Run, run_id: str, review_key: tuple) -> pd.DataFrame:
     """Known (sample truth) and decided (review) false negatives, keyed by run and review-database state."""
-    return false_negative_table(_run)
+    return false_negative_table(_run, decisions=review.decisions(_run))
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -127,48 +134,65 @@ def cached_geometry(_run: Run, run_id: str) -> tuple[GeometryReport, tuple[float
     return geometry_report(_run), random_reference(_run.dim), closed
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def cached_toy(anchor: float, positive: float, negatives: tuple[float, ...], tau: float):
-    """The unit-circle toy at one tau and its weights against tau."""
-    return toy_state(anchor, positive, list(negatives), tau), toy_tau_curve(
-        anchor, positive, list(negatives), np.array(TOY_TAUS)
-    )
-
-
 # ------------------------------------------------------------------------------------------------ explanation
 
 
 def explain() -> None:
-    """What am I looking at."""
-    st.title("Temperature and loss")
-    st.markdown(
-        "For every pair the candidates are its **positive** and its **listed negatives** (given, in-batch and "
-        "mined). The logits are the similarities divided by the temperature $\\tau$, and InfoNCE is the "
-        "cross-entropy of picking the positive:"
-    )
-    st.latex(
-        r"\mathcal{L}_i = -\log \frac{e^{s_{+}/\tau}}{e^{s_{+}/\tau} + \sum_{j} e^{s_j/\tau}},"
-        r"\qquad p_k = \operatorname{softmax}_k\!\left(\frac{s}{\tau}\right)"
-    )
-    st.markdown(
-        "Its gradient shows who does the work: the positive is pulled with strength $1-p_+$, each negative "
-        "pushes with $p_j$, so negative $j$'s **share of the repulsive gradient** is a softmax over the "
-        "negatives alone. Its entropy gives the **effective number of negatives**:"
-    )
-    st.latex(
-        r"\frac{\partial \mathcal{L}_i}{\partial s_{+}} = -\frac{1-p_{+}}{\tau},\quad"
-        r"\frac{\partial \mathcal{L}_i}{\partial s_{j}} = \frac{p_{j}}{\tau},\quad "
-        r"w_j = \frac{p_j}{1-p_+} = \frac{e^{s_j/\tau}}{\sum_{k} e^{s_k/\tau}},\quad "
-        r"N_\text{eff} = \exp\Big(-\sum_j w_j \log w_j\Big)"
-    )
-    st.markdown(
-        "A small $\\tau$ makes the loss **hardness-aware** (Wang & Liu 2021): almost all of the gradient goes to "
-        "the hardest negatives, which helps until those are really positives (false negatives). A large "
-        "$\\tau$ spreads the gradient evenly over all negatives."
-    )
+    """The theory and formulas, folded under the title."""
+    with st.expander("How this is computed", expanded=False):
+        st.markdown(
+            "For every pair the candidates are its **positive** and its **listed negatives** (given, in-batch and "
+            "mined). The logits are the similarities divided by the temperature $\\tau$, and InfoNCE is the "
+            "cross-entropy of picking the positive:"
+        )
+        st.latex(
+            r"\mathcal{L}_i = -\log \frac{e^{s_{+}/\tau}}{e^{s_{+}/\tau} + \sum_{j} e^{s_j/\tau}},"
+            r"\qquad p_k = \operatorname{softmax}_k\!\left(\frac{s}{\tau}\right)"
+        )
+        st.markdown(
+            "Its gradient shows who does the work: the positive is pulled with strength $1-p_+$, each negative "
+            "pushes with $p_j$, so negative $j$'s **share of the repulsive gradient** is a softmax over the "
+            "negatives alone. Its entropy gives the **effective number of negatives**:"
+        )
+        st.latex(
+            r"\frac{\partial \mathcal{L}_i}{\partial s_{+}} = -\frac{1-p_{+}}{\tau},\quad"
+            r"\frac{\partial \mathcal{L}_i}{\partial s_{j}} = \frac{p_{j}}{\tau},\quad "
+            r"w_j = \frac{p_j}{1-p_+} = \frac{e^{s_j/\tau}}{\sum_{k} e^{s_k/\tau}},\quad "
+            r"N_\text{eff} = \exp\Big(-\sum_j w_j \log w_j\Big)"
+        )
+        st.markdown(
+            "A small $\\tau$ makes the loss **hardness-aware** (Wang & Liu 2021): almost all of the gradient goes "
+            "to the hardest negatives, which helps until those are really positives (false negatives). A large "
+            "$\\tau$ spreads the gradient evenly over all negatives."
+        )
+        st.markdown(
+            "**Loss variants.** **Debiased** contrastive loss (Chuang et al. 2020) corrects the negatives' sum for "
+            "the chance $\\tau^+$ that a random negative shares the anchor's class; **hardness-weighted** negatives "
+            "(Robinson et al. 2021) re-weight each negative by $e^{\\beta s_j/\\tau}$; with both you get their HCL "
+            "loss. **False negatives removed** drops known or decided false negatives from the denominator."
+        )
+        st.latex(
+            r"N_g = \max\!\Big(\frac{\sum_j \omega_j e^{s_j/\tau} - \tau^{+} N e^{s_+/\tau}}{1-\tau^{+}},"
+            r"\; N e^{-1/\tau}\Big),\quad \omega_j = \frac{N e^{\beta s_j/\tau}}{\sum_k e^{\beta s_k/\tau}},\quad"
+            r"\mathcal{L} = -\log\frac{e^{s_+/\tau}}{e^{s_+/\tau} + N_g}"
+        )
+        st.markdown(
+            "**Alignment and uniformity** (Wang & Isola 2020); lower is better on both: positives close together "
+            "(alignment) while all embeddings spread over the sphere (uniformity). Random embeddings sit at "
+            "alignment 2; collapsed ones at uniformity 0. Tolerance (Wang & Liu 2021) is how close the model "
+            "keeps items of the same class. For two modalities, the orange point is this checkpoint with its "
+            "modality gap closed (see the Modality gap page)."
+        )
+        st.latex(
+            r"\mathcal{L}_\text{align} = \mathbb{E}_{(x,y)\,\text{pos}} \lVert f(x)-f(y)\rVert^2,\qquad"
+            r"\mathcal{L}_\text{uniform} = \log \mathbb{E}_{x,y} e^{-2\lVert f(x)-f(y)\rVert^2},\qquad "
+            r"T = \mathbb{E}_{\text{same label}}\, f(x)^\top f(y)"
+        )
+        st.markdown("The unit-circle toy of the teaching mode is now its own page, **Teaching**, with its own τ.")
 
 
 def show_direction_note(run: Run) -> None:
+    """What the query sides mean."""
     if has_two_modalities(run):
         st.caption(
             "Two modalities: **anchor → candidates** lets each anchor pick its positive among the listed "
@@ -183,117 +207,32 @@ def show_direction_note(run: Run) -> None:
 
 # ------------------------------------------------------------------------------------------------ sections
 
-TAU_TICKS = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]
-
-
-def log_tau_axis(fig: go.Figure, **kwargs) -> None:
-    """A log-scale tau axis with readable ticks (0.01, 0.02, 0.05, ...)."""
-    fig.update_xaxes(type="log", tickvals=TAU_TICKS, ticktext=[f"{t:g}" for t in TAU_TICKS], **kwargs)
-
 
 def tau_options(learned: float) -> list[float]:
+    """The tau slider's stops: the log grid and the learned tau."""
     values = {float(f"{t:.4g}") for t in GRID}
     values.add(float(f"{learned:.4g}"))
     return sorted(values)
 
 
-def loss_curve(sweep: pd.DataFrame, learned: float, has_learned: bool, tau: float) -> go.Figure:
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        subplot_titles=("Mean InfoNCE loss", "Where the repulsive gradient goes"),
-        horizontal_spacing=0.1,
-    )
-    colors = {"forward": "#1f77b4", "reverse": "#ff7f0e", "symmetric": "#2ca02c"}
-    for direction, part in sweep.groupby("direction", sort=False):
-        fig.add_trace(
-            go.Scatter(
-                x=part["tau"],
-                y=part["loss"],
-                mode="lines",
-                name=f"loss, {DIRECTION_NAMES[direction]}",
-                line={"color": colors[direction]},
-                hovertemplate="τ=%{x:.4g}<br>loss=%{y:.4f}<extra></extra>",
-            ),
-            row=1,
-            col=1,
-        )
-    fwd = sweep[sweep["direction"] == "forward"]
-    for col, name, dash in (
-        ("top1_weight", "share on the hardest negative", "solid"),
-        ("top5_weight", "share on the 5 hardest", "dash"),
-        ("false_negative_weight", "share on false negatives", "dot"),
-    ):
-        if fwd[col].notna().any():
-            fig.add_trace(
-                go.Scatter(
-                    x=fwd["tau"],
-                    y=fwd[col],
-                    mode="lines",
-                    name=name,
-                    line={"dash": dash, "color": "#d62728" if col == "false_negative_weight" else "#9467bd"},
-                    hovertemplate="τ=%{x:.4g}<br>%{y:.3f}<extra></extra>",
-                ),
-                row=1,
-                col=2,
-            )
-    for col in (1, 2):
-        if has_learned:
-            fig.add_vline(x=learned, line_dash="dash", line_color="black", row=1, col=col)
-        fig.add_vline(x=tau, line_dash="dot", line_color="#7f7f7f", row=1, col=col)
-    if has_learned:
-        fig.add_annotation(
-            x=np.log10(learned),
-            y=0.0,
-            xref="x",
-            yref="paper",
-            text=f" learned τ = {learned:.4g}",
-            showarrow=False,
-            xanchor="left",
-            yanchor="bottom",
-            font={"size": 11},
-        )
-    log_tau_axis(fig, title_text="temperature τ (log scale)")
-    fig.update_yaxes(title_text="loss", row=1, col=1)
-    fig.update_yaxes(title_text="mean share of the repulsive gradient", range=[0, 1.02], row=1, col=2)
-    fig.update_layout(height=420, legend={"orientation": "h", "y": -0.25}, margin={"t": 50})
-    return fig
-
-
-def effective_curve(sweep: pd.DataFrame, tau: float, mean_k: float) -> go.Figure:
-    fwd = sweep[sweep["direction"] == "forward"]
-    fig = go.Figure(
-        go.Scatter(
-            x=fwd["tau"],
-            y=fwd["effective_negatives"],
-            mode="lines",
-            name="effective negatives",
-            hovertemplate="τ=%{x:.4g}<br>N_eff=%{y:.2f}<extra></extra>",
-        )
-    )
-    fig.add_hline(y=mean_k, line_dash="dash", annotation_text=f"mean K = {mean_k:.1f}", line_color="gray")
-    fig.add_vline(x=tau, line_dash="dot", line_color="#7f7f7f")
-    log_tau_axis(fig, title_text="temperature τ (log scale)")
-    fig.update_yaxes(title_text="effective negatives (mean)", rangemode="tozero")
-    fig.update_layout(height=320, margin={"t": 30}, title="Effective number of negatives against τ")
-    return fig
+def cached_inputs_for(run: Run, direction: str) -> LossInputs:
+    """The loss inputs of one direction (cached per run and review state)."""
+    return cached_inputs(run, run.run_id, _review_key(), direction)
 
 
 def section_curve(run: Run, sweep: pd.DataFrame, learned: float, has_learned: bool, tau: float) -> None:
+    """The loss and the gradient's shares against tau, and the effective number of negatives."""
     st.subheader("Loss against the temperature")
     show_direction_note(run)
     if not has_learned:
         st.info(f"This checkpoint records no learned temperature; τ = {learned} (CLIP's initial value) is used.")
-    st.plotly_chart(loss_curve(sweep, learned, has_learned, tau), width="stretch")
+    st.plotly_chart(loss_curve(sweep, learned, has_learned, tau), width="stretch", key="temp_fig_loss")
     mean_k = float(cached_inputs_for(run, "forward").n_negatives.mean())
-    st.plotly_chart(effective_curve(sweep, tau, mean_k), width="stretch")
-
-
-def cached_inputs_for(run: Run, direction: str) -> LossInputs:
-    return cached_inputs(run, run.run_id, _review_key(), direction)
+    st.plotly_chart(effective_curve(sweep, tau, mean_k), width="stretch", key="temp_fig_effective")
 
 
 def section_weights(run: Run, direction: str, tau: float, fn_table: pd.DataFrame) -> None:
+    """Metrics of the gradient at tau, its share by hardness rank, and one pair."""
     st.subheader(f"The gradient at τ = {tau:.4g}")
     inputs = cached_inputs_for(run, direction)
     stats, table = cached_pair_stats(run, run.run_id, _review_key(), direction, tau)
@@ -329,38 +268,20 @@ def section_weights(run: Run, direction: str, tau: float, fn_table: pd.DataFrame
         )
 
     left, right = st.columns(2)
-    ranks = weight_by_rank(stats).head(32)
-    fig = go.Figure(
-        go.Bar(
-            x=ranks["rank"],
-            y=ranks["mean_weight"],
-            name="mean share",
-            hovertemplate="rank %{x}<br>mean share %{y:.3f}<extra></extra>",
-        )
-    )
-    fig.add_trace(go.Scatter(x=ranks["rank"], y=ranks["cumulative"], mode="lines+markers", name="cumulative"))
-    fig.update_layout(
-        title="Share of the repulsive gradient by hardness rank",
-        xaxis_title="negative's rank by similarity (1 = hardest)",
-        yaxis_title="share",
-        yaxis_range=[0, 1.02],
-        height=360,
-        legend={"orientation": "h", "y": -0.3},
-    )
-    left.plotly_chart(fig, width="stretch")
+    left.plotly_chart(rank_share_figure(weight_by_rank(stats).head(32)), width="stretch", key="temp_fig_ranks")
     w = stats.weights[~np.isnan(stats.weights)]
-    hist = go.Figure(go.Histogram(x=np.log10(np.clip(w, 1e-8, 1.0)), nbinsx=50))
-    hist.update_layout(
-        title="Distribution of the per-negative shares (all pairs)",
-        xaxis_title="log₁₀ share of the repulsive gradient",
-        yaxis_title="negatives",
-        height=360,
-    )
-    right.plotly_chart(hist, width="stretch")
-    section_pair(run, inputs, stats, table)
+    if len(w) > MAX_HIST_VALUES:  # a histogram of a fixed random sample keeps the figure small
+        w = np.random.default_rng(0).choice(w, size=MAX_HIST_VALUES, replace=False)
+        right.caption(f"Histogram of a random {MAX_HIST_VALUES:,} of the shares.")
+    right.plotly_chart(share_histogram(w), width="stretch", key="temp_fig_shares")
+    section_pair(run, direction, tau)
 
 
-def section_pair(run: Run, inputs: LossInputs, stats: PairStats, table: pd.DataFrame) -> None:
+@st.fragment
+def section_pair(run: Run, direction: str, tau: float) -> None:
+    """One pair's negatives by share of the gradient (its own fragment: picking a pair reruns only this)."""
+    inputs = cached_inputs_for(run, direction)
+    stats, table = cached_pair_stats(run, run.run_id, _review_key(), direction, tau)
     st.markdown("#### One pair: which negatives take the gradient")
     st.caption("Pairs are ranked by their loss at this τ (1 = highest loss). Or type a pair id.")
     c1, c2 = st.columns([1, 1])
@@ -374,7 +295,7 @@ def section_pair(run: Run, inputs: LossInputs, stats: PairStats, table: pd.DataF
         if len(matches):
             row_in_table = int(matches[0])
         else:
-            st.warning(f"No pair has id {typed!r}; showing rank {rank}.")
+            st.warning(f"No pair has id {escape_text(repr(typed))}; showing rank {rank}.")
     row = int(table["row"].iloc[row_in_table])
     pair_id = inputs.pair_ids[row]
     st.markdown(
@@ -396,23 +317,7 @@ def section_pair(run: Run, inputs: LossInputs, stats: PairStats, table: pd.DataF
     if negs.empty:
         st.info("This pair has no negative candidates.")
         return
-    colors = np.where(negs["false_negative"], "#d62728", "#1f77b4")
-    bar = go.Figure(
-        go.Bar(
-            x=np.arange(1, len(negs) + 1),
-            y=negs["weight"],
-            marker_color=colors,
-            customdata=np.stack([negs["item_id"], negs["sim"]], axis=1),
-            hovertemplate="item %{customdata[0]}<br>sim %{customdata[1]:.3f}<br>share %{y:.3f}<extra></extra>",
-        )
-    )
-    bar.update_layout(
-        title="This pair's negatives by share of the repulsive gradient (red: known or decided false negative)",
-        xaxis_title="negative (heaviest first)",
-        yaxis_title="share",
-        height=300,
-    )
-    st.plotly_chart(bar, width="stretch")
+    st.plotly_chart(pair_negatives_figure(negs), width="stretch", key="temp_fig_pair")
     top = negs.head(8)
     cols = st.columns(min(4, len(top)))
     for i, rec_neg in enumerate(top.itertuples()):
@@ -426,19 +331,10 @@ def section_pair(run: Run, inputs: LossInputs, stats: PairStats, table: pd.DataF
             )
 
 
+@st.fragment
 def section_variants(run: Run, direction: str, tau: float) -> None:
+    """Debiased, hardness-weighted, HCL and false-negatives-removed losses against tau (its own fragment)."""
     st.subheader("Loss variants on the same data")
-    st.markdown(
-        "**Debiased** contrastive loss (Chuang et al. 2020) corrects the negatives' sum for the chance $\\tau^+$ "
-        "that a random negative shares the anchor's class; **hardness-weighted** negatives (Robinson et al. 2021) "
-        "re-weight each negative by $e^{\\beta s_j/\\tau}$; with both you get their HCL loss. **False negatives "
-        "removed** drops known or decided false negatives from the denominator."
-    )
-    st.latex(
-        r"N_g = \max\!\Big(\frac{\sum_j \omega_j e^{s_j/\tau} - \tau^{+} N e^{s_+/\tau}}{1-\tau^{+}},"
-        r"\; N e^{-1/\tau}\Big),\quad \omega_j = \frac{N e^{\beta s_j/\tau}}{\sum_k e^{\beta s_k/\tau}},\quad"
-        r"\mathcal{L} = -\log\frac{e^{s_+/\tau}}{e^{s_+/\tau} + N_g}"
-    )
     c1, c2 = st.columns(2)
     tau_plus = c1.slider("Class prior τ⁺ (debiased, HCL)", 0.0, 0.5, step=0.01, key="temp_tau_plus")
     beta = c2.slider("Hardness β (hardness-weighted, HCL)", 0.0, 5.0, step=0.1, key="temp_beta")
@@ -453,14 +349,7 @@ def section_variants(run: Run, direction: str, tau: float) -> None:
         bar.progress((i + 1) / len(taus), text="Computing the variants…")
     bar.empty()
     table = pd.DataFrame(rows, columns=["tau", "variant", "loss"])
-    fig = go.Figure()
-    for variant, part in table.groupby("variant", sort=False):
-        fig.add_trace(go.Scatter(x=part["tau"], y=part["loss"], mode="lines+markers", name=VARIANT_LABELS[variant]))
-    fig.add_vline(x=tau, line_dash="dot", line_color="#7f7f7f")
-    log_tau_axis(fig, title_text="temperature τ (log scale)")
-    fig.update_yaxes(title_text="mean loss")
-    fig.update_layout(height=380, legend={"orientation": "h", "y": -0.3})
-    st.plotly_chart(fig, width="stretch")
+    st.plotly_chart(variants_figure(table, tau), width="stretch", key="temp_fig_variants")
     at_tau = table[table["tau"] == tau]
     shown = pd.DataFrame(
         {
@@ -475,18 +364,8 @@ def section_variants(run: Run, direction: str, tau: float) -> None:
 
 
 def section_geometry(run: Run) -> None:
+    """Alignment, uniformity and tolerance, and the alignment/uniformity plane."""
     st.subheader("Alignment and uniformity (Wang & Isola 2020)")
-    st.latex(
-        r"\mathcal{L}_\text{align} = \mathbb{E}_{(x,y)\,\text{pos}} \lVert f(x)-f(y)\rVert^2,\qquad"
-        r"\mathcal{L}_\text{uniform} = \log \mathbb{E}_{x,y} e^{-2\lVert f(x)-f(y)\rVert^2},\qquad "
-        r"T = \mathbb{E}_{\text{same label}}\, f(x)^\top f(y)"
-    )
-    st.markdown(
-        "Lower is better on both axes: positives close together (alignment) while all embeddings spread over the "
-        "sphere (uniformity). Random embeddings sit at alignment 2; collapsed ones at uniformity 0. "
-        "Tolerance (Wang & Liu 2021) is how close the model keeps items of the same class. For two modalities, "
-        "the orange point is this checkpoint with its modality gap closed (see the Modality gap page)."
-    )
     with st.spinner("Computing alignment and uniformity…"):
         report, (rand_align, rand_uni), closed = cached_geometry(run, run.run_id)
     for message in report.messages:
@@ -510,206 +389,23 @@ def section_geometry(run: Run) -> None:
         ],
         columns=["point", "uniformity", "alignment"],
     ).dropna()
-    fig = go.Figure()
-    for name, color, size, where in (
-        ("this checkpoint", "#d62728", 16, "bottom center"),
-        (f"random unit vectors (D = {run.dim})", "#7f7f7f", 11, "top right"),
-        ("everything collapsed", "#1f77b4", 11, "top left"),
-        ("modality gap closed", "#ff7f0e", 11, "top center"),
-    ):
-        part = points[points["point"] == name]
-        fig.add_trace(
-            go.Scatter(
-                x=part["uniformity"],
-                y=part["alignment"],
-                mode="markers+text",
-                text=part["point"],
-                textposition=where,
-                marker={"size": size, "color": color},
-                name=name,
-                hovertemplate="uniformity %{x:.3f}<br>alignment %{y:.3f}<extra></extra>",
-            )
-        )
-    fig.update_layout(
-        title="The alignment/uniformity plane (lower-left is better)",
-        xaxis_range=[min(-4.2, float(points["uniformity"].min()) - 0.3), 0.4],
-        yaxis_range=[-0.2, max(2.3, float(points["alignment"].max()) + 0.3)],
-        xaxis_title="uniformity (log E exp(−2‖x−y‖²))",
-        yaxis_title="alignment (E‖x−y‖², positive pairs)",
-        height=440,
-        showlegend=False,
+    st.plotly_chart(geometry_figure(points, run.dim), width="stretch", key="temp_fig_geometry")
+    st.caption(
+        "Lower is better on both axes. Random embeddings sit at alignment 2; collapsed ones at uniformity 0. "
+        "For two modalities, the orange point is this checkpoint with its modality gap closed."
     )
-    st.plotly_chart(fig, width="stretch")
-
-
-def _toy_layout() -> tuple[float, float, list[float]]:
-    c1, c2, c3 = st.columns(3)
-    mode = c1.radio("Points", ["Random", "Place by angles"], key="temp_toy_mode", horizontal=True)
-    n = int(c2.slider("Negatives", 1, 8, key="temp_toy_n"))
-    seed = int(c3.number_input("Random seed", min_value=0, max_value=10_000, step=1, key="temp_toy_seed"))
-    anchor, positive, negatives = random_angles(n, seed=seed)
-    if mode == "Random":
-        return anchor, positive, negatives
-    st.caption("Angles in degrees on the unit circle (0 = right, 90 = up).")
-    cols = st.columns(min(n + 2, 5))
-    defaults = [("temp_toy_anchor", anchor), ("temp_toy_positive", positive)] + [
-        (f"temp_toy_neg_{i}", negatives[i]) for i in range(n)
-    ]
-    labels = ["anchor", "positive"] + [f"negative {i + 1}" for i in range(n)]
-    values = []
-    for i, ((key, default), label) in enumerate(zip(defaults, labels, strict=True)):
-        st.session_state.setdefault(key, float(default))
-        values.append(float(cols[i % len(cols)].number_input(label, -360.0, 720.0, step=5.0, key=key)))
-    return values[0], values[1], values[2:]
-
-
-def toy_figure(table: pd.DataFrame, arrows: str) -> go.Figure:
-    theta = np.linspace(0, 2 * np.pi, 361)
-    fig = go.Figure(
-        go.Scatter(
-            x=np.cos(theta),
-            y=np.sin(theta),
-            mode="lines",
-            line={"color": "#cccccc"},
-            hoverinfo="skip",
-            showlegend=False,
-        )
-    )
-    colors = {"anchor": "#2ca02c", "positive": "#1f77b4", "negative": "#d62728"}
-    for role, part in table.groupby("role", sort=False):
-        fig.add_trace(
-            go.Scatter(
-                x=part["x"],
-                y=part["y"],
-                mode="markers",
-                marker={"size": 14, "color": colors[role], "line": {"color": "white", "width": 1}},
-                name=role,
-                text=part["name"],
-                customdata=np.stack([part["angle_deg"], part["sim"], part["p"], part["weight"]], axis=1),
-                hovertemplate="%{text}<br>angle %{customdata[0]:.1f}°<br>sim %{customdata[1]:.3f}"
-                "<br>softmax p %{customdata[2]:.3g}<br>share of push %{customdata[3]:.3g}<extra></extra>",
-            )
-        )
-    # labels outside the circle, along each point's angle, so that close points stay readable
-    rad = np.deg2rad(table["angle_deg"].to_numpy(dtype=float))
-    short = [
-        name if role != "negative" else f"n{name.split()[-1]} · {w:.2f}"
-        for name, role, w in zip(table["name"], table["role"], table["weight"], strict=True)
-    ]
-    fig.add_trace(
-        go.Scatter(
-            x=1.28 * np.cos(rad),
-            y=1.28 * np.sin(rad),
-            mode="text",
-            text=short,
-            hoverinfo="skip",
-            showlegend=False,
-            textfont={"size": 12},
-        )
-    )
-    if arrows == "Forces on the anchor":
-        anchor = table.iloc[0]
-        vecs = table.iloc[1:][["force_x", "force_y"]].to_numpy()
-        starts = np.repeat(anchor[["x", "y"]].to_numpy(dtype=float)[None], len(vecs), axis=0)
-        roles = table.iloc[1:]["role"].tolist()
-        vecs = np.vstack([vecs, table.iloc[[0]][["force_x", "force_y"]].to_numpy()])
-        starts = np.vstack([starts, anchor[["x", "y"]].to_numpy(dtype=float)[None]])
-        roles.append("anchor")
-    else:
-        vecs = table[["step_x", "step_y"]].to_numpy()
-        starts = table[["x", "y"]].to_numpy()
-        roles = table["role"].tolist()
-    scale = 0.7 / max(float(np.linalg.norm(vecs, axis=1).max()), 1e-12)
-    for (x0, y0), (dx, dy), role in zip(starts, vecs, roles, strict=True):
-        if np.hypot(dx, dy) * scale < 1e-3:
-            continue
-        fig.add_annotation(
-            x=x0 + dx * scale,
-            y=y0 + dy * scale,
-            ax=x0,
-            ay=y0,
-            xref="x",
-            yref="y",
-            axref="x",
-            ayref="y",
-            showarrow=True,
-            arrowhead=3,
-            arrowwidth=3.5 if role == "anchor" else 2,
-            arrowcolor=colors[role],
-            text="",
-        )
-    fig.update_xaxes(range=[-1.6, 1.6], zeroline=False, showgrid=False, visible=False)
-    fig.update_yaxes(range=[-1.6, 1.6], zeroline=False, showgrid=False, visible=False, scaleanchor="x", scaleratio=1)
-    fig.update_layout(height=520, margin={"l": 0, "r": 0, "t": 10, "b": 0}, legend={"orientation": "h", "y": -0.02})
-    return fig
-
-
-def section_teaching() -> None:
-    st.subheader("Teaching mode: InfoNCE on the unit circle")
-    st.markdown(
-        "No model needed: an **anchor**, its **positive** and a few **negatives** are points on a circle, the "
-        "similarity is the cosine of the angle between them. Move the temperature and watch the negatives' shares "
-        "of the gradient: at small τ the closest negative takes almost all of it."
-    )
-    st.latex(
-        r"-\frac{\partial \mathcal{L}}{\partial a} = \underbrace{\frac{1-p_+}{\tau}\, c_+}_{\text{pull}}"
-        r"\;-\; \sum_j \underbrace{\frac{p_j}{\tau}\, c_j}_{\text{push}}"
-    )
-    anchor, positive, negatives = _toy_layout()
-    c1, c2 = st.columns(2)
-    tau = float(c1.select_slider("Toy temperature τ", options=TOY_TAUS, key="temp_toy_tau", format_func=str))
-    arrows = c2.radio(
-        "Arrows show",
-        ["Forces on the anchor", "Gradient step of every point"],
-        key="temp_toy_arrows",
-        horizontal=True,
-        help="Forces: the positive's pull and each negative's push on the anchor (thick: their sum). Steps: "
-        "−∂L/∂x of every point, projected onto the circle.",
-    )
-    try:
-        res, curve = cached_toy(anchor, positive, tuple(negatives), tau)
-    except NegScopeError as exc:
-        st.error(str(exc))
-        return
-    left, right = st.columns([3, 2])
-    left.plotly_chart(toy_figure(res.table, arrows), width="stretch")
-    with right:
-        m1, m2 = st.columns(2)
-        m1.metric("Toy loss", f"{res.loss:.3f}")
-        m2.metric("Toy effective negatives", f"{res.effective_negatives:.2f} of {len(negatives)}")
-        neg = res.table[res.table["role"] == "negative"]
-        fig = go.Figure(go.Bar(x=neg["name"], y=neg["weight"], marker_color="#d62728"))
-        fig.update_layout(
-            title="Share of the repulsive gradient", yaxis_range=[0, 1.02], height=260, margin={"t": 40, "b": 10}
-        )
-        st.plotly_chart(fig, width="stretch")
-        fig = go.Figure()
-        for name in [c for c in curve.columns if c.startswith("negative")]:
-            fig.add_trace(go.Scatter(x=curve["tau"], y=curve[name], mode="lines", name=name))
-        fig.add_vline(x=tau, line_dash="dot")
-        log_tau_axis(fig, title_text="τ (log scale)")
-        fig.update_layout(
-            title="Shares against τ", yaxis_range=[0, 1.02], height=280, margin={"t": 40}, showlegend=False
-        )
-        st.plotly_chart(fig, width="stretch")
-    shown = res.table[["name", "angle_deg", "sim", "p", "weight"]].rename(
-        columns={"angle_deg": "angle (°)", "p": "softmax p", "weight": "share of push"}
-    )
-    st.dataframe(shown, hide_index=True, width="stretch")
 
 
 # ------------------------------------------------------------------------------------------------ page
 
 
-def main() -> None:
-    explain()
-    run = require_run()
-    learned, has_learned = learned_or_default_tau(run)
+def controls(run: Run) -> tuple[float, str, str]:
+    """Temperature, query side and view."""
+    learned, _ = learned_or_default_tau(run)
     options = tau_options(learned)
     snapped = min(options, key=lambda t: abs(np.log(t) - np.log(learned)))
     if st.session_state.get("temp_tau") not in options:
         st.session_state["temp_tau"] = snapped
-    two = has_two_modalities(run)
     c1, c2 = st.columns([3, 2])
     tau = float(
         c1.select_slider(
@@ -720,7 +416,8 @@ def main() -> None:
             help="Log-spaced. The learned τ of the checkpoint is one of the stops.",
         )
     )
-    if two:
+    direction = "forward"
+    if has_two_modalities(run):
         direction = c2.radio(
             "Query side",
             ["forward", "reverse"],
@@ -728,29 +425,47 @@ def main() -> None:
             format_func=lambda d: DIRECTION_NAMES[d],
             horizontal=True,
         )
-    else:
-        direction = "forward"
+    if st.session_state.get("temp_view") not in VIEWS:
+        st.session_state["temp_view"] = VIEWS[0]
+    view = st.segmented_control("View", VIEWS, key="temp_view", help="Only the chosen view is computed.")
+    return tau, direction, view or VIEWS[0]
+
+
+@st.fragment
+def explorer(run: Run) -> None:
+    """Controls and the chosen view (a fragment: the title and the explanation do not rerun)."""
+    tau, direction, view = controls(run)
+    learned, has_learned = learned_or_default_tau(run)
     try:
         with st.spinner("Computing the loss for 64 temperatures…"):
             fn_table = cached_fn_table(run, run.run_id, _review_key())
             sweep = cached_sweep(run, run.run_id, _review_key(), tuple(float(t) for t in GRID))
     except NegScopeError as exc:
-        st.error(f"The temperature sweep failed: {exc}")
-        st.stop()
+        st.error(f"The temperature sweep failed: {escape_text(exc)}")
+        return
     if sweep["n_pairs"].max() == 0:
         st.warning("No pair of this run has a negative candidate: InfoNCE is not defined. Add negatives to the data.")
-        st.stop()
-    tabs = st.tabs(["Loss vs τ", "Gradient at τ", "Loss variants", "Alignment & uniformity", "Teaching mode"])
-    with tabs[0]:
+        return
+    if view == VIEWS[0]:
         section_curve(run, sweep, learned, has_learned, tau)
-    with tabs[1]:
+    elif view == VIEWS[1]:
         section_weights(run, direction, tau, fn_table)
-    with tabs[2]:
+    elif view == VIEWS[2]:
         section_variants(run, direction, tau)
-    with tabs[3]:
+    else:
         section_geometry(run)
-    with tabs[4]:
-        section_teaching()
+
+
+def main() -> None:
+    """Title, the folded explanation, then the data."""
+    st.title("Temperature and loss")
+    explain()
+    run = require_run()
+    explorer(run)
+    try:
+        st.page_link(TEACHING_PAGE, label="Teaching: InfoNCE on the unit circle, with its own τ", icon="🎓")
+    except StreamlitAPIException:  # the page runs on its own (AppTest): no page registry
+        st.caption("Teaching mode: the Teaching page.")
 
 
 main()

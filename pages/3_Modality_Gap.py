@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import html
-
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from analysis.errors import NegScopeError
 from analysis.metrics.modality_gap import (
@@ -24,11 +20,13 @@ from analysis.metrics.modality_gap import (
 )
 from analysis.metrics.temperature import learned_or_default_tau
 from analysis.runs.folder import Run
+from ui.gap_plots import pca_figure, project_out_figure, shift_figure
+from ui.safe_text import escape_text
 from ui.state import require_run
 
 st.set_page_config(page_title="Modality gap · NegScope", page_icon="🧲", layout="wide")
 
-COLORS = ("#1f77b4", "#ff7f0e")
+MAX_HIST_VALUES = 50_000  # per histogram group: a fixed random sample above this keeps the figure small
 
 for key, value in {
     "gap_dims": "2-D",
@@ -82,32 +80,32 @@ def cached_project_out(_run: Run, run_id: str, tau: float) -> tuple[pd.DataFrame
 
 
 def explain() -> None:
-    """What am I looking at."""
-    st.title("Modality gap")
-    st.markdown(
-        "Contrastive models trained on two modalities put image and text embeddings in two separate cones "
-        "(Liang et al. 2022, *Mind the Gap*). The **gap vector** joins the two centroids of the L2-normalised "
-        "embeddings:"
-    )
-    st.latex(
-        r"g = \frac{1}{|I|}\sum_{i \in I} x_i - \frac{1}{|T|}\sum_{t \in T} x_t,\qquad"
-        r"\text{centroid distance} = \lVert g \rVert,\qquad"
-        r"\text{cone width} = \operatorname*{mean}_{i \ne j} x_i^\top x_j"
-    )
-    st.markdown(
-        "**Separability** is the cross-validated accuracy of a logistic regression that guesses the group from the "
-        "embedding (balanced groups, so 0.5 = no gap). The **shift experiment** moves both groups towards each other "
-        "and re-normalises, to see what the gap costs in retrieval and loss:"
-    )
-    st.latex(
-        r"x_i' = \frac{x_i - \tfrac{\lambda}{2} g}{\lVert x_i - \tfrac{\lambda}{2} g \rVert}\ (i \in I),\qquad "
-        r"x_t' = \frac{x_t + \tfrac{\lambda}{2} g}{\lVert x_t + \tfrac{\lambda}{2} g \rVert}\ (t \in T)"
-    )
-    st.markdown(
-        "$\\lambda = 0$ is the checkpoint, $\\lambda \\approx 1$ closes the gap, $\\lambda < 0$ widens it. "
-        "**Projecting out** the gap direction $u = g / \\lVert g \\rVert$ instead removes it from every embedding: "
-        "$x' \\propto x - (x^\\top u)\\, u$."
-    )
+    """The theory and formulas, folded under the title (kept complete)."""
+    with st.expander("How this is computed", expanded=False):
+        st.markdown(
+            "Contrastive models trained on two modalities put image and text embeddings in two separate cones "
+            "(Liang et al. 2022, *Mind the Gap*). The **gap vector** joins the two centroids of the L2-normalised "
+            "embeddings:"
+        )
+        st.latex(
+            r"g = \frac{1}{|I|}\sum_{i \in I} x_i - \frac{1}{|T|}\sum_{t \in T} x_t,\qquad"
+            r"\text{centroid distance} = \lVert g \rVert,\qquad"
+            r"\text{cone width} = \operatorname*{mean}_{i \ne j} x_i^\top x_j"
+        )
+        st.markdown(
+            "**Separability** is the cross-validated accuracy of a logistic regression that guesses the group from the "
+            "embedding (balanced groups, so 0.5 = no gap). The **shift experiment** moves both groups towards each other "
+            "and re-normalises, to see what the gap costs in retrieval and loss:"
+        )
+        st.latex(
+            r"x_i' = \frac{x_i - \tfrac{\lambda}{2} g}{\lVert x_i - \tfrac{\lambda}{2} g \rVert}\ (i \in I),\qquad "
+            r"x_t' = \frac{x_t + \tfrac{\lambda}{2} g}{\lVert x_t + \tfrac{\lambda}{2} g \rVert}\ (t \in T)"
+        )
+        st.markdown(
+            "$\\lambda = 0$ is the checkpoint, $\\lambda \\approx 1$ closes the gap, $\\lambda < 0$ widens it. "
+            "**Projecting out** the gap direction $u = g / \\lVert g \\rVert$ instead removes it from every embedding: "
+            "$x' \\propto x - (x^\\top u)\\, u$."
+        )
 
 
 # ------------------------------------------------------------------------------------------------ sections
@@ -138,98 +136,7 @@ def section_metrics(groups: Groups, metrics: GapMetrics) -> None:
         st.warning(message)
 
 
-def pca_figure(pca: GapPCA, groups: Groups, run: Run, three_d: bool) -> go.Figure:
-    fig = go.Figure()
-    pts = pca.points.set_index("item_id")
-    if len(pca.pairs):
-        a = pts.loc[pca.pairs["anchor_id"].to_numpy()]
-        p = pts.loc[pca.pairs["positive_id"].to_numpy()]
-        xs, ys, zs = [], [], []
-        for i in range(len(a)):
-            xs += [a["pc1"].iloc[i], p["pc1"].iloc[i], None]
-            ys += [a["pc2"].iloc[i], p["pc2"].iloc[i], None]
-            zs += [a["pc3"].iloc[i], p["pc3"].iloc[i], None]
-        line = {"color": "rgba(90,90,90,0.45)", "width": 1.5}
-        if three_d:
-            fig.add_trace(go.Scatter3d(x=xs, y=ys, z=zs, mode="lines", line=line, name="pairs", hoverinfo="skip"))
-        else:
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=line, name="pairs", hoverinfo="skip"))
-    for color, name in zip(COLORS, groups.names, strict=True):
-        part = pca.points[pca.points["group"] == name]
-        # user text goes into plotly's hover, which understands a few HTML tags: escape it
-        text = [html.escape(str(run.items["content"].iloc[int(i)])[:80]) for i in part["item_id"]]
-        custom = np.stack([part["item_id"].to_numpy()], axis=1)
-        hover = "item %{customdata[0]}<br>%{text}<extra>" + name + "</extra>"
-        if three_d:
-            fig.add_trace(
-                go.Scatter3d(
-                    x=part["pc1"],
-                    y=part["pc2"],
-                    z=part["pc3"],
-                    mode="markers",
-                    name=name,
-                    text=text,
-                    customdata=custom,
-                    hovertemplate=hover,
-                    marker={"size": 2.5, "color": color, "opacity": 0.7},
-                )
-            )
-        else:
-            fig.add_trace(
-                go.Scattergl(
-                    x=part["pc1"],
-                    y=part["pc2"],
-                    mode="markers",
-                    name=name,
-                    text=text,
-                    customdata=custom,
-                    hovertemplate=hover,
-                    marker={"size": 5, "color": color, "opacity": 0.6},
-                )
-            )
-    c = pca.centroids
-    if three_d:
-        fig.add_trace(
-            go.Scatter3d(
-                x=c["pc1"],
-                y=c["pc2"],
-                z=c["pc3"],
-                mode="markers+lines+text",
-                text=c["group"],
-                name="centroids (gap)",
-                marker={"size": 8, "color": "black", "symbol": "x"},
-                line={"color": "black", "width": 5},
-            )
-        )
-    else:
-        fig.add_trace(
-            go.Scatter(
-                x=c["pc1"],
-                y=c["pc2"],
-                mode="markers+lines+text",
-                text=c["group"],
-                textposition="top center",
-                name="centroids (gap)",
-                marker={"size": 14, "color": "black", "symbol": "x"},
-                line={"color": "black", "width": 3},
-            )
-        )
-    ev = pca.explained
-    if three_d:
-        fig.update_layout(
-            scene={
-                "xaxis_title": f"PC1 ({ev[0]:.0%})",
-                "yaxis_title": f"PC2 ({ev[1]:.0%})",
-                "zaxis_title": f"PC3 ({ev[2]:.0%})",
-            }
-        )
-    else:
-        fig.update_xaxes(title_text=f"PC1 ({ev[0]:.0%} of variance)")
-        fig.update_yaxes(title_text=f"PC2 ({ev[1]:.0%} of variance)", scaleanchor="x", scaleratio=1)
-    fig.update_layout(height=620, legend={"orientation": "h", "y": -0.12}, margin={"t": 30})
-    return fig
-
-
+@st.fragment
 def section_pca(run: Run, groups: Groups) -> None:
     st.subheader("The two groups in PCA space")
     c1, c2 = st.columns(2)
@@ -239,15 +146,16 @@ def section_pca(run: Run, groups: Groups) -> None:
         try:
             pca = cached_pca(run, run.run_id, n_pairs)
         except NegScopeError as exc:
-            st.error(str(exc))
+            st.error(escape_text(exc))
             return
-    st.plotly_chart(pca_figure(pca, groups, run, dims == "3-D"), width="stretch")
+    st.plotly_chart(pca_figure(pca, groups, run, dims == "3-D"), width="stretch", key="gap_fig_pca")
     st.caption(
         f"PCA fit on a balanced sample of both groups ({len(pca.points):,} points); grey lines join an anchor to its "
         "positive; the black line joins the two centroids (the gap vector)."
     )
 
 
+@st.fragment
 def section_shift(run: Run, tau: float, tau_learned: bool) -> None:
     st.subheader("Closing the gap: the shift experiment")
     c1, c2 = st.columns([2, 1])
@@ -264,29 +172,7 @@ def section_shift(run: Run, tau: float, tau_learned: bool) -> None:
     bar.empty()
     table = pd.DataFrame(rows)
     table.insert(1, "closes_gap", table["lambda"] == round(closing, 4))
-    fig = make_subplots(
-        rows=1,
-        cols=3,
-        subplot_titles=("Centroid distance after the shift", "Recall@1", f"InfoNCE loss at τ = {tau:.3g}"),
-    )
-    for col, name in enumerate(("centroid_distance", "recall_at_1", "loss"), start=1):
-        fig.add_trace(
-            go.Scatter(
-                x=table["lambda"],
-                y=table[name],
-                mode="lines+markers",
-                name=name,
-                showlegend=False,
-                hovertemplate="λ=%{x:.3f}<br>%{y:.4f}<extra></extra>",
-            ),
-            row=1,
-            col=col,
-        )
-        fig.add_vline(x=0.0, line_dash="dash", line_color="black", row=1, col=col)
-        fig.add_vline(x=closing, line_dash="dot", line_color="#2ca02c", row=1, col=col)
-        fig.update_xaxes(title_text="λ", row=1, col=col)
-    fig.update_layout(height=380, margin={"t": 50})
-    st.plotly_chart(fig, width="stretch")
+    st.plotly_chart(shift_figure(table, closing, tau), width="stretch", key="gap_fig_shift")
     st.caption(
         f"Dashed: the checkpoint (λ = 0). Dotted green: λ = {closing:.3f} closes the gap after re-normalisation. "
         f"Recall@1: each anchor searches every positive-side item (positives and listed negatives). "
@@ -310,6 +196,7 @@ def section_shift(run: Run, tau: float, tau_learned: bool) -> None:
     st.dataframe(table, hide_index=True, width="stretch")
 
 
+@st.fragment
 def section_project(run: Run, tau: float) -> None:
     st.subheader("Project out the gap direction")
     if not st.toggle("Compare the score distributions with the gap direction projected out", key="gap_project"):
@@ -318,30 +205,14 @@ def section_project(run: Run, tau: float) -> None:
         try:
             scores, summary = cached_project_out(run, run.run_id, tau)
         except NegScopeError as exc:
-            st.error(str(exc))
+            st.error(escape_text(exc))
             return
-    fig = make_subplots(
-        rows=1, cols=2, subplot_titles=("Original", "Gap direction projected out"), shared_xaxes=True, shared_yaxes=True
-    )
-    for col, name in enumerate(("original", "gap projected out"), start=1):
-        for kind, color in (("positive", "#2ca02c"), ("negative", "#d62728")):
-            vals = scores[(scores["embedding"] == name) & (scores["kind"] == kind)]["sim"]
-            fig.add_trace(
-                go.Histogram(
-                    x=vals,
-                    name=kind,
-                    marker_color=color,
-                    opacity=0.6,
-                    histnorm="probability density",
-                    nbinsx=60,
-                    showlegend=col == 1,
-                ),
-                row=1,
-                col=col,
-            )
-        fig.update_xaxes(title_text="cosine similarity", row=1, col=col)
-    fig.update_layout(barmode="overlay", height=360, margin={"t": 50})
-    st.plotly_chart(fig, width="stretch")
+    if len(scores) > 4 * MAX_HIST_VALUES:
+        scores = scores.groupby(["embedding", "kind"], group_keys=False).apply(
+            lambda g: g.sample(n=min(len(g), MAX_HIST_VALUES), random_state=0)
+        )
+        st.caption(f"Histograms of a random {MAX_HIST_VALUES:,} similarities per group (the table uses all).")
+    st.plotly_chart(project_out_figure(scores), width="stretch", key="gap_fig_project")
     shown = summary.rename(
         columns={
             "recall_at_1": "Recall@1",
@@ -359,6 +230,8 @@ def section_project(run: Run, tau: float) -> None:
 
 
 def main() -> None:
+    """Title, the folded explanation, then the numbers and plots; each control group is a fragment."""
+    st.title("Modality gap")
     explain()
     run = require_run()
     tau, tau_learned = learned_or_default_tau(run)
@@ -366,7 +239,7 @@ def main() -> None:
         with st.spinner("Measuring the gap (a cross-validated classifier)…"):
             groups, metrics = cached_metrics(run, run.run_id)
     except NegScopeError as exc:
-        st.error(f"The modality gap cannot be measured: {exc}")
+        st.error(f"The modality gap cannot be measured: {escape_text(exc)}")
         st.stop()
     if groups.one_modality:
         st.info(groups.note)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import tempfile
 import threading
-import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -19,16 +16,19 @@ from analysis.detectors.false_negatives import (
     Settings,
     find_false_negatives,
     flag_by,
-    negative_decisions,
     retrieval_before_after,
     with_decisions,
 )
 from analysis.errors import NegScopeError
-from analysis.review.export import export_beir, export_decisions, export_st
-from analysis.review.store import Decision, ReviewStore
+from analysis.review.assignment import queue_key
+from analysis.review.decisions import negative_decisions
+from analysis.review.rows import negative_row
+from analysis.review.store import Decision
 from analysis.runs.folder import NEGATIVE_SOURCES, Run
-from analysis.runs.workspace import list_runs, review_db_path
+from analysis.runs.workspace import list_runs
+from ui import annotators, review
 from ui.render import show_item
+from ui.safe_text import escape_text
 from ui.state import annotator_name, cached_run, require_run
 
 st.set_page_config(page_title="False negatives · NegScope", page_icon="🔍", layout="wide")
@@ -38,6 +38,8 @@ STATES = ("Undecided", "Decided", "False negative", "Negative", "Unsure", "All")
 STATE_DECISION = {"False negative": "false_negative", "Negative": "negative", "Unsure": "unsure"}
 BUTTONS = (("False negative", "false_negative"), ("Negative", "negative"), ("Unsure", "unsure"))
 BUTTON_HELP = {value: label for label, value in BUTTONS}
+SHORTCUTS = {"false_negative": "F", "negative": "N", "unsure": "U"}
+KEYS = (("F", "false negative"), ("N", "negative"), ("U", "unsure"), ("Z", "undo"), ("→", "next"), ("←", "previous"))
 METHOD_NAMES = {"score": "Combined score", "absolute": "Absolute margin", "relative": "Relative margin"}
 GRID_SIZE = 8
 TABLE_ROWS = 1000
@@ -58,8 +60,6 @@ for key, value in {
     "fn_margin": 0.1,
     "fn_guide": "",
     "fn_bulk_decision": "false_negative",
-    "fn_export_style": "ntuple",
-    "fn_export_add_pos": False,
 }.items():
     st.session_state.setdefault(key, value)
 
@@ -180,9 +180,14 @@ def settings_sidebar(run: Run) -> tuple[Settings, Run | None, str, float]:
 
 def _same_dataset(path: Path, run: Run) -> bool:
     try:
-        return json.loads((path / "manifest.json").read_text()).get("dataset_hash") == run.dataset_hash
+        manifest = json.loads((path / "manifest.json").read_text())
     except (OSError, ValueError):
         return False
+    if not isinstance(manifest, dict):
+        return False
+    if manifest.get("dataset_content_hash"):
+        return manifest["dataset_content_hash"] == run.content_hash
+    return manifest.get("dataset_hash") == run.dataset_hash
 
 
 def filters(table: pd.DataFrame) -> pd.DataFrame:
@@ -216,31 +221,40 @@ def filters(table: pd.DataFrame) -> pd.DataFrame:
 
 def decision_for(run: Run, row: pd.Series, decision: str, annotator: str) -> Decision:
     """The store row for a decision on one candidate (keyed by content hashes)."""
-    keys = run.items["key"].astype(str)
-    return Decision(
-        dataset_hash=run.dataset_hash,
-        kind="negative",
-        anchor_key=str(keys.iloc[int(row["anchor_id"])]),
-        candidate_key=str(keys.iloc[int(row["candidate_id"])]),
-        decision=decision,
-        annotator=annotator,
+    return negative_row(
+        run,
+        int(row["anchor_id"]),
+        int(row["candidate_id"]),
+        decision,
+        annotator,
         note=f"pair {row['pair_id']} · {row['source']} · score {row['score']:.3f}",
     )
 
 
-def record(store: ReviewStore, decisions: list[Decision], annotator: str) -> bool:
-    """Save decisions (refused without an annotator name); the outcome is shown after the rerun."""
-    if not annotator:
-        st.session_state["fn_message"] = ("error", "Enter your name in the sidebar first: decisions are signed.")
-        return False
-    try:
-        store.record_many(decisions)
-    except (NegScopeError, OSError) as exc:
-        st.session_state["fn_message"] = ("error", f"The decision was not saved: {exc}")
-        return False
+def record(decisions: list[Decision], annotator: str) -> bool:
+    """Save decisions (refused without an annotator name); the outcome shows as a toast and beside the buttons."""
     what = decisions[0].decision.replace("_", " ") if len(decisions) == 1 else f"{len(decisions)} decisions"
-    st.session_state["fn_message"] = ("success", f"Saved: {what}")
-    return True
+    return annotators.record_one(decisions, annotator, what=what)
+
+
+def _decide(run: Run, row: pd.Series, value: str, annotator: str, pos: int, stays: bool) -> None:
+    """Button callback: record one decision; move on when the decided row stays in the queue."""
+    if record([decision_for(run, row, value, annotator)], annotator) and stays:
+        st.session_state["fn_pos"] = pos + 1
+
+
+def _move(key: str, to: int) -> None:
+    st.session_state[key] = to
+
+
+def _undo(run: Run, annotator: str) -> None:
+    """Button callback: undo the annotator's latest decision on this page."""
+    if not annotator:
+        annotators.say("refused", "Nothing undone. Enter your name in the sidebar to undo your decisions.")
+        return
+    undone = review.undo(run, annotator, kinds=("negative",))
+    text = "Nothing to undo." if undone is None else f"Undone: back to {undone.decision.replace('_', ' ')}"
+    annotators.say("undone", text)
 
 
 def evidence_metrics(row: pd.Series) -> None:
@@ -265,12 +279,15 @@ def evidence_metrics(row: pd.Series) -> None:
     cols[5].metric("Other evidence", ", ".join(flags) or "none")
 
 
-def one_at_a_time(run: Run, queue: pd.DataFrame, store: ReviewStore, annotator: str, state: str) -> None:
+def one_at_a_time(run: Run, queue: pd.DataFrame, annotator: str, state: str) -> None:
     """Anchor, positive and candidate side by side, with the decision buttons."""
     pos = min(max(int(st.session_state["fn_pos"]), 0), len(queue) - 1)
     st.session_state["fn_pos"] = pos
     row = queue.iloc[pos]
-    st.markdown(f"**Candidate {pos + 1:,} of {len(queue):,}** · pair `{row['pair_id']}` · source `{row['source']}`")
+    st.markdown(
+        f"**Candidate {pos + 1:,} of {len(queue):,}** · pair {escape_text(row['pair_id'])} · "
+        f"source {escape_text(row['source'])}"
+    )
     if row["decision"]:
         st.caption(f"Current decision: {row['decision'].replace('_', ' ')}")
     cols = st.columns(3)
@@ -282,40 +299,46 @@ def one_at_a_time(run: Run, queue: pd.DataFrame, store: ReviewStore, annotator: 
         show_item(run, int(row["candidate_id"]), caption=f"Candidate ({row['source']}) · neg_sim {row['neg_sim']:.3f}")
     st.text(str(row["reason"]))
     evidence_metrics(row)
+    annotators.needs_name(annotator)
     buttons = st.columns(6)
     for col, (label, value) in zip(buttons[:3], BUTTONS, strict=True):
-        if col.button(label, key=f"fn_btn_{value}", type="primary" if value == "false_negative" else "secondary"):
-            # when the decided row stays in the queue, move on to the next one; otherwise the next slides in
-            stays = state in ("Decided", "All") or STATE_DECISION.get(state) == value
-            if record(store, [decision_for(run, row, value, annotator)], annotator) and stays:
-                st.session_state["fn_pos"] = pos + 1
-            st.rerun()
-    if buttons[3].button("Skip", key="fn_btn_skip"):
-        st.session_state["fn_pos"] = pos + 1
-        st.rerun()
-    if buttons[4].button("Previous", key="fn_btn_prev", disabled=pos == 0):
-        st.session_state["fn_pos"] = pos - 1
-        st.rerun()
+        # when the decided row stays in the queue, move on to the next one; otherwise the next slides in
+        stays = state in ("Decided", "All") or STATE_DECISION.get(state) == value
+        col.button(
+            label,
+            key=f"fn_btn_{value}",
+            type="primary" if value == "false_negative" else "secondary",
+            shortcut=SHORTCUTS[value],
+            on_click=_decide,
+            args=(run, row, value, annotator, pos, stays),
+        )
+    buttons[3].button("Undo", key="fn_undo", shortcut="Z", on_click=_undo, args=(run, annotator))
+    buttons[4].button(
+        "Previous", key="fn_btn_prev", disabled=pos == 0, shortcut="Left", on_click=_move, args=("fn_pos", pos - 1)
+    )
+    buttons[5].button("Next", key="fn_btn_skip", shortcut="Right", on_click=_move, args=("fn_pos", pos + 1))
+    annotators.show_feedback()
+    annotators.keyboard_help(KEYS)
 
 
-def grid(run: Run, queue: pd.DataFrame, store: ReviewStore, annotator: str) -> None:
+def grid(run: Run, queue: pd.DataFrame, annotator: str) -> None:
     """A page of candidates as cards, each with its own decision buttons."""
     pages = max(1, -(-len(queue) // GRID_SIZE))
     page = min(max(int(st.session_state["fn_page"]), 0), pages - 1)
     st.session_state["fn_page"] = page
     nav = st.columns([1, 1, 4])
-    if nav[0].button("◀ Previous page", key="fn_grid_prev", disabled=page == 0):
-        st.session_state["fn_page"] = page - 1
-        st.rerun()
-    if nav[1].button("Next page ▶", key="fn_grid_next", disabled=page >= pages - 1):
-        st.session_state["fn_page"] = page + 1
-        st.rerun()
+    nav[0].button(
+        "◀ Previous page", key="fn_grid_prev", disabled=page == 0, on_click=_move, args=("fn_page", page - 1)
+    )
+    nav[1].button(
+        "Next page ▶", key="fn_grid_next", disabled=page >= pages - 1, on_click=_move, args=("fn_page", page + 1)
+    )
     nav[2].caption(f"Page {page + 1} of {pages}")
     chunk = queue.iloc[page * GRID_SIZE : (page + 1) * GRID_SIZE]
     cols = st.columns(4)
     for i, (_, row) in enumerate(chunk.iterrows()):
         with cols[i % 4], st.container(border=True):
-            st.caption(f"score {row['score']:.3f} · {row['source']} · pair {row['pair_id']}")
+            st.caption(f"score {row['score']:.3f} · {escape_text(row['source'])} · pair {escape_text(row['pair_id'])}")
             show_item(run, int(row["anchor_id"]), caption="Anchor", width=90)
             show_item(run, int(row["candidate_id"]), caption=f"Candidate · neg_sim {row['neg_sim']:.3f}", width=90)
             if row["decision"]:
@@ -324,12 +347,16 @@ def grid(run: Run, queue: pd.DataFrame, store: ReviewStore, annotator: str) -> N
             for col, (label, value) in zip(
                 b, (("FN", "false_negative"), ("Neg", "negative"), ("?", "unsure")), strict=True
             ):
-                if col.button(label, key=f"fn_grid_{i}_{value}", help=BUTTON_HELP[value]):
-                    record(store, [decision_for(run, row, value, annotator)], annotator)
-                    st.rerun()
+                col.button(
+                    label,
+                    key=f"fn_grid_{i}_{value}",
+                    help=BUTTON_HELP[value],
+                    on_click=_decide,
+                    args=(run, row, value, annotator, page, False),
+                )
 
 
-def bulk(run: Run, queue: pd.DataFrame, store: ReviewStore, annotator: str) -> None:
+def bulk(run: Run, queue: pd.DataFrame, annotator: str) -> None:
     """The queue as a table; select rows and decide them all at once."""
     shown = queue.head(TABLE_ROWS)
     cols = ["pair_id", "anchor_id", "candidate_id", "source", "score", "flagged", "decision", "reason"]
@@ -356,78 +383,20 @@ def bulk(run: Run, queue: pd.DataFrame, store: ReviewStore, annotator: str) -> N
         format_func=lambda v: v.replace("_", " "),
         key="fn_bulk_decision",
     )
-    if c[1].button(f"Apply to {len(selected)} selected", key="fn_bulk_apply", disabled=not selected):
-        decision = st.session_state["fn_bulk_decision"]
-        rows = [decision_for(run, shown.iloc[i], decision, annotator) for i in selected]
-        record(store, rows, annotator)
-        st.rerun()
-
-
-@st.cache_data(max_entries=8, show_spinner="Preparing the exports…")
-def cached_exports(
-    _run: Run, run_id: str, db: str, n_rows: int, style: str, add_pos: bool
-) -> dict[str, tuple[bytes, int]]:
-    """The three export files as bytes with their row counts, keyed by run, database state and options.
-
-    ``n_rows`` (rows logged for this dataset) changes with every decision: the log is append-only.
-    """
-    store = ReviewStore(db)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        st_res = export_st(
-            _run, store, tmp_path / "train.csv", style=style, add_positive_pairs=add_pos, copy_images=False
-        )
-        beir = export_beir(_run, store, tmp_path / "beir")
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for f in beir.files:
-                zf.write(f, f.relative_to(beir.path).as_posix())
-        log = export_decisions(_run, store, tmp_path / "decisions.jsonl")
-        return {
-            "st": (st_res.path.read_bytes(), st_res.rows),
-            "beir": (buf.getvalue(), beir.rows),
-            "log": (log.path.read_bytes(), log.rows),
-        }
-
-
-def exports(run: Run, store: ReviewStore, n_fn: int) -> None:
-    """Download buttons: corrected training data (ST, BEIR) and the audit log."""
-    st.subheader("Export")
-    c = st.columns(3)
-    style = c[0].radio("Sentence-transformers layout", ["ntuple", "triplet"], key="fn_export_style", horizontal=True)
-    add_pos = c[1].checkbox("Add the false negatives as extra positive pairs", key="fn_export_add_pos")
-    c[2].caption(f"{n_fn:,} decided false negatives are removed from the negatives.")
-    try:
-        files = cached_exports(run, run.run_id, str(store.path), store.count(run.dataset_hash), style, bool(add_pos))
-    except (NegScopeError, OSError) as exc:
-        st.error(f"The export failed: {exc}")
-        return
-    d = st.columns(3)
-    d[0].download_button(
-        f"Training data ({files['st'][1]:,} rows, CSV)",
-        files["st"][0],
-        file_name=f"{run.run_id}-corrected-{style}.csv",
-        mime="text/csv",
-        key="fn_download_st",
+    c[1].button(
+        f"Apply to {len(selected)} selected",
+        key="fn_bulk_apply",
+        disabled=not selected,
+        on_click=_bulk,
+        args=(run, shown.iloc[selected], annotator),
     )
-    d[1].download_button(
-        f"BEIR folder ({files['beir'][1]:,} qrels, zip)",
-        files["beir"][0],
-        file_name=f"{run.run_id}-beir.zip",
-        mime="application/zip",
-        key="fn_download_beir",
-    )
-    d[2].download_button(
-        f"Audit log ({files['log'][1]:,} decisions, JSONL)",
-        files["log"][0],
-        file_name=f"{run.run_id}-decisions.jsonl",
-        mime="application/json",
-        key="fn_download_log",
-    )
-    st.caption(
-        "Image cells keep the paths the dataset wrote (relative to its folder): save the CSV there to load it "
-        "back, or use `python -m analysis export RUN --format st --out DIR`, which copies the images."
-    )
+    annotators.show_feedback()
+
+
+def _bulk(run: Run, rows: pd.DataFrame, annotator: str) -> None:
+    """Button callback: the chosen decision for every selected row, in one transaction."""
+    decision = st.session_state["fn_bulk_decision"]
+    record([decision_for(run, row, decision, annotator) for _, row in rows.iterrows()], annotator)
 
 
 def before_after(run: Run, decisions: pd.DataFrame) -> None:
@@ -446,10 +415,68 @@ def before_after(run: Run, decisions: pd.DataFrame) -> None:
     try:
         table = cached_before_after(run, run.run_id, pairs)
     except NegScopeError as exc:
-        st.error(str(exc))
+        st.error(escape_text(exc))
         return
     st.dataframe(table, hide_index=True, width="stretch", key="fn_before_after")
     st.caption(f"{len(pairs):,} decided false negatives counted as positives in 'after'.")
+
+
+def _describe(run: Run, row: pd.Series) -> str:
+    """Plain text naming a conflict's anchor and candidate (their contents, shortened)."""
+    ids = run.item_ids_for_keys([row["anchor_key"], row["candidate_key"]])
+    contents = run.items["content"].astype(str)
+    text = [contents.iloc[int(i)][:60] if i >= 0 else "(not in this run)" for i in ids]
+    return f"{text[0]} → {text[1]}"
+
+
+@st.fragment
+def queue_area(
+    run: Run, result: pd.DataFrame, method: str, value: float, annotator: str, team: annotators.Team
+) -> None:
+    """Progress, filters and the queue; a decision reruns only this part of the page."""
+    sharing = bool(team.names) and team.mine_only and annotator in team.names
+    try:
+        if sharing:  # each annotator reviews their share on their own: the queue follows their own decisions
+            decisions = negative_decisions(run, annotators.my_decisions(run, annotator, kind="negative"))
+        else:
+            decisions = negative_decisions(run, review.decisions(run, kind="negative"))
+    except (NegScopeError, OSError) as exc:
+        st.error(f"The review database cannot be opened: {escape_text(exc)}")
+        return
+    table = with_decisions(result, decisions)
+    table["flagged"] = flag_by(table, method=method, value=value)
+    if sharing:
+        keys = run.item_keys
+        names = [queue_key(keys[a], keys[c]) for a, c in zip(table["anchor_id"], table["candidate_id"], strict=True)]
+        table = table[annotators.my_share(names, annotator, team)]
+    flagged = table["flagged"]
+    reviewed_flagged = int((flagged & (table["decision"] != "")).sum())
+    m = st.columns(4)
+    m[0].metric("Candidates" + (" (my share)" if sharing else ""), f"{len(table):,}")
+    m[1].metric("Flagged", f"{int(flagged.sum()):,}")
+    m[2].metric("Reviewed (flagged)", f"{reviewed_flagged:,} / {int(flagged.sum()):,}")
+    m[3].metric(
+        "Decided false negatives" + (" (mine)" if sharing else ""),
+        f"{int((decisions['decision'] == 'false_negative').sum()):,}",
+    )
+    st.progress(reviewed_flagged / max(int(flagged.sum()), 1), text="Review progress over the flagged candidates")
+    st.caption(f"Neighbour search: {result.attrs.get('index', '')}")
+
+    st.subheader("Review queue")
+    queue = filters(table)
+    if queue.empty:
+        st.info("No candidates match the filters.")
+        annotators.show_feedback()
+    elif st.session_state["fn_view"] == "Grid":
+        annotators.needs_name(annotator)
+        grid(run, queue, annotator)
+        st.button("Undo my last decision", key="fn_undo", on_click=_undo, args=(run, annotator))
+        annotators.show_feedback()
+    else:
+        one_at_a_time(run, queue, annotator, st.session_state["fn_state"])
+    # a toggle, not an expander: a folded expander would still build the table at every decision
+    if not queue.empty and st.toggle("Show the table and bulk decisions", key="fn_show_table"):
+        bulk(run, queue, annotator)
 
 
 def main() -> None:
@@ -460,58 +487,28 @@ def main() -> None:
     try:
         result = candidates(run, settings, guide)
     except NegScopeError as exc:
-        st.error(str(exc))
+        st.error(escape_text(exc))
         st.stop()
     except Exception as exc:  # noqa: BLE001 - the browser gets a message, never a traceback
-        st.error(f"Mining false-negative candidates failed ({type(exc).__name__}): {exc}")
+        st.error(f"Mining false-negative candidates failed ({type(exc).__name__}): {escape_text(exc)}")
         st.stop()
+    team = annotators.team_settings(annotator)
+    queue_area(run, result, method, value, annotator, team)
     try:
-        store = ReviewStore(review_db_path())
-        decisions = negative_decisions(run, store)
+        decisions = negative_decisions(run, review.decisions(run, kind="negative"))
     except (NegScopeError, OSError) as exc:
-        st.error(f"The review database cannot be opened: {exc}")
+        st.error(f"The review database cannot be opened: {escape_text(exc)}")
         st.stop()
-
-    table = with_decisions(result, decisions)
-    table["flagged"] = flag_by(table, method=method, value=value)
-    flagged = table["flagged"]
-    reviewed_flagged = int((flagged & (table["decision"] != "")).sum())
-    m = st.columns(4)
-    m[0].metric("Candidates", f"{len(table):,}")
-    m[1].metric("Flagged", f"{int(flagged.sum()):,}")
-    m[2].metric("Reviewed (flagged)", f"{reviewed_flagged:,} / {int(flagged.sum()):,}")
-    m[3].metric("Decided false negatives", f"{int((decisions['decision'] == 'false_negative').sum()):,}")
-    st.progress(reviewed_flagged / max(int(flagged.sum()), 1), text="Review progress over the flagged candidates")
-    st.caption(f"Neighbour search: {result.attrs.get('index', '')}")
-
-    if not annotator:
-        st.warning("Enter your name in the sidebar to record decisions.")
-    message = st.session_state.pop("fn_message", None)
-    if message:
-        (st.success if message[0] == "success" else st.error)(message[1])
-
-    st.subheader("Review queue")
-    queue = filters(table)
-    if queue.empty:
-        st.info("No candidates match the filters.")
-    elif st.session_state["fn_view"] == "Grid":
-        grid(run, queue, store, annotator)
-    else:
-        one_at_a_time(run, queue, store, annotator, st.session_state["fn_state"])
-    if st.button("Undo my last decision", key="fn_undo"):
-        if not annotator:
-            st.session_state["fn_message"] = ("error", "Enter your name in the sidebar to undo your decisions.")
-        else:
-            undone = store.undo(run.dataset_hash, annotator=annotator, kind="negative")
-            text = "Nothing to undo." if undone is None else f"Undone: back to {undone.decision.replace('_', ' ')}"
-            st.session_state["fn_message"] = ("success", text)
-        st.rerun()
-
-    if not queue.empty:
-        with st.expander("Table and bulk decisions", expanded=False):
-            bulk(run, queue, store, annotator)
+    with st.expander("Agreement between annotators and conflicts", expanded=False):
+        annotators.agreement_panel(run, kinds=("negative",), prefix="fn")
+        annotators.conflicts_view(
+            run, kinds=("negative",), annotator=annotator, prefix="fn", describe=lambda r: _describe(run, r)
+        )
     before_after(run, decisions)
-    exports(run, store, int((decisions["decision"] == "false_negative").sum()))
+    st.subheader("Which decision counts")
+    annotators.rule_panel(run, kinds=("negative",), prefix="fn", annotator=annotator)
+    st.button("Refresh the counts below with the latest decisions", key="fn_refresh")
+    review.export_panel(run, prefix="fn")
 
 
 main()

@@ -2,32 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 import streamlit as st
 
 from analysis.detectors.duplicates import DEFAULT_THRESHOLD
 from analysis.detectors.label_noise import KINDS, LabelNoise, detect_label_noise
-from analysis.detectors.labels import EXAMINE, METHODS, clean_labels
+from analysis.detectors.labels import EXAMINE, METHODS
 from analysis.errors import NegScopeError
-from analysis.review.label_export import (
-    clean_pairs,
-    corrected_labels,
-    duplicate_pairs_to_drop,
-    label_decision,
-    label_decisions,
-    pair_decision,
-    pair_decisions,
-)
-from analysis.review.store import Decision, ReviewStore
+from analysis.review.assignment import queue_key
+from analysis.review.rows import duplicate_row, label_row, pair_row
+from analysis.review.store import Decision
 from analysis.runs.folder import Run
-from analysis.runs.workspace import review_db_path
+from ui import annotators, review
 from ui.render import show_item
+from ui.safe_text import escape_text
 from ui.state import annotator_name, require_run
 
 st.set_page_config(page_title="Label noise · NegScope", page_icon="🏷️", layout="wide")
 
 KIND_NAMES = {"mismatched_pair": "Mismatched pair", "label": "Wrong label", "duplicate": "Near duplicate"}
 STATES = ("Undecided", "Decided", "All")
+REVIEW_KINDS = ("pair", "label", "duplicate")
+KEYS = (
+    ("F", "mismatched / save the corrected label / duplicate"),
+    ("N", "OK / not a duplicate"),
+    ("U", "unsure"),
+    ("Z", "undo"),
+    ("→", "next"),
+    ("←", "previous"),
+)
 
 for key, value in {
     "ln_kinds": list(KINDS),
@@ -38,7 +43,6 @@ for key, value in {
     "ln_examine": "anchors",
     "ln_method": "logreg",
     "ln_dup_threshold": DEFAULT_THRESHOLD,
-    "ln_drop_duplicates": False,
 }.items():
     st.session_state.setdefault(key, value)
 
@@ -126,22 +130,43 @@ def settings() -> tuple[float | None, str, str, float]:
     return (float(rank) if rank else None), examine, method, float(threshold)
 
 
-def with_decisions(run: Run, table: pd.DataFrame, store: ReviewStore) -> pd.DataFrame:
-    """The flag table with each row's current review decision (empty when undecided)."""
+def with_decisions(run: Run, table: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
+    """The flag table with each row's current review decision (empty when undecided), matched by content keys."""
     table = table.copy()
     table["decision"] = ""
-    pairs = pair_decisions(run, store)
-    if len(pairs):
-        by_pair = dict(zip(pairs["pair_id"].astype(str), pairs["decision"], strict=True))
-        mask = table["kind"] == "mismatched_pair"
-        table.loc[mask, "decision"] = table.loc[mask, "pair_id"].astype(str).map(by_pair).fillna("")
-    labels = label_decisions(run, store)
-    if len(labels):
-        text = labels["decision"].where(labels["decision"] != "relabel", "relabel → " + labels["label"].astype(str))
-        by_item = dict(zip(labels["item_id"].astype(int), text, strict=True))
-        mask = table["kind"] == "label"
-        table.loc[mask, "decision"] = table.loc[mask, "item_id"].astype(int).map(by_item).fillna("")
+    keys = run.item_keys
+    pairs = run.pairs.assign(anchor_key=keys[run.pairs["anchor_id"].to_numpy(int)],
+                             candidate_key=keys[run.pairs["positive_id"].to_numpy(int)])  # fmt: skip
+    by_key = {
+        (str(k), str(a), str(c)): (str(d) if d != "relabel" else f"relabel → {lbl}")
+        for k, a, c, d, lbl in decisions[["kind", "anchor_key", "candidate_key", "decision", "label"]].itertuples(
+            index=False
+        )
+    }
+    pair_key = dict(zip(pairs["pair_id"].astype(str), zip(pairs["anchor_key"], pairs["candidate_key"], strict=True),
+                        strict=True))  # fmt: skip
+    for row in table.index:
+        kind = table.at[row, "kind"]
+        if kind == "mismatched_pair":
+            a, c = pair_key.get(str(table.at[row, "pair_id"]), ("", ""))
+            table.at[row, "decision"] = by_key.get(("pair", a, c), "")
+        elif kind == "label":
+            table.at[row, "decision"] = by_key.get(("label", str(keys[int(table.at[row, "item_id"])]), ""), "")
+        elif kind == "duplicate":
+            own, other = duplicate_keys(run, table.loc[row])
+            table.at[row, "decision"] = by_key.get(("duplicate", own, other), by_key.get(("duplicate", own, own), ""))
     return table
+
+
+def duplicate_keys(run: Run, row: pd.Series) -> tuple[str, str]:
+    """(item key, other key) a duplicate decision on this flag row is stored under: the nearest other anchor
+    when it is at or above the threshold, else the item itself (its repeated pairs)."""
+    keys = run.item_keys
+    own = str(keys[int(row["item_id"])])
+    other = row.get("other_item_id")
+    if pd.notna(other) and bool(row.get("near_duplicate", True)):
+        return own, str(keys[int(other)])
+    return own, own
 
 
 def filters(table: pd.DataFrame) -> pd.DataFrame:
@@ -166,20 +191,64 @@ def describe(row: pd.Series) -> str:
     return f"{KIND_NAMES[row['kind']]} · pair {row['pair_id']} · item {row['item_id']} · score {row['score']:.3f}"
 
 
-def record(store: ReviewStore, decision: Decision) -> None:
-    """Write one decision; say so, or show why it failed."""
-    try:
-        store.record(decision)
-    except (NegScopeError, OSError) as exc:
-        st.error(f"The decision was not saved: {exc}")
+def record(decision: Decision) -> bool:
+    """Write one decision; the outcome shows as a toast and beside the buttons."""
+    what = decision.decision.replace("_", " ") + (f" → {decision.label}" if decision.label else "")
+    return annotators.record_one([decision], decision.annotator, what=what)
+
+
+def _decide(make: Callable[[], Decision], annotator: str) -> None:
+    """Button callback: build and record one decision, then move on to the next flag when it stays listed."""
+    if not annotator:
+        annotators.say("refused", "Not saved. Enter your name in the sidebar first: decisions are signed.")
         return
-    st.session_state["ln_saved"] = f"Saved: {decision.decision}" + (f" → {decision.label}" if decision.label else "")
+    try:
+        decision = make()
+    except NegScopeError as exc:
+        annotators.say("refused", f"Not saved: {exc}")
+        return
+    if record(decision) and st.session_state.get("ln_state") != "Undecided":
+        _step(+1)
 
 
-def show_mismatch(run: Run, result: LabelNoise, row: pd.Series, store: ReviewStore, annotator: str) -> None:
+def _step(delta: int) -> None:
+    """Button callback: pick the next (+1) or previous (-1) flag of the list."""
+    options = st.session_state.get("ln_options") or []
+    current = st.session_state.get("ln_pick")
+    if not options:
+        return
+    i = options.index(current) if current in options else 0
+    st.session_state["ln_pick"] = options[min(max(i + delta, 0), len(options) - 1)]
+
+
+def _undo(run: Run, annotator: str) -> None:
+    if not annotator:
+        annotators.say("refused", "Nothing undone. Enter your name in the sidebar to undo your decisions.")
+        return
+    undone = undo_last(run, annotator)
+    annotators.say("undone", "Nothing to undo." if undone is None else f"Undone: back to {undone.decision}")
+
+
+def decision_buttons(
+    run: Run, buttons: tuple[tuple[str, str, str, str], ...], make: Callable[[str], Decision], annotator: str
+) -> None:
+    """One flag's decision buttons (label, decision, shortcut, widget key), undo / previous / next, feedback."""
+    annotators.needs_name(annotator)
+    cols = st.columns(len(buttons) + 3)
+    for col, (label, value, shortcut, key) in zip(cols, buttons, strict=False):
+        col.button(label, key=key, shortcut=shortcut, on_click=_decide, args=(lambda v=value: make(v), annotator))
+    nav = cols[len(buttons) :]
+    nav[0].button("Undo", key="ln_undo", shortcut="Z", on_click=_undo, args=(run, annotator))
+    nav[1].button("Previous", key="ln_prev", shortcut="Left", on_click=_step, args=(-1,))
+    nav[2].button("Next", key="ln_next", shortcut="Right", on_click=_step, args=(+1,))
+    annotators.show_feedback()
+    annotators.keyboard_help(KEYS)
+
+
+def show_mismatch(run: Run, result: LabelNoise, row: pd.Series, annotator: str) -> None:
     """Detail of a mismatched-pair flag, with its decision buttons."""
     m = result.mismatch[result.mismatch["pair_id"].astype(str) == str(row["pair_id"])].iloc[0]
-    st.caption(str(m["reason"]))
+    st.caption(escape_text(m["reason"]))
     cols = st.columns(4)
     with cols[0]:
         show_item(run, int(m["anchor_id"]), caption="Anchor")
@@ -199,18 +268,21 @@ def show_mismatch(run: Run, result: LabelNoise, row: pd.Series, store: ReviewSto
     metrics[2].metric("Neighbours' ranks", f"{int(m['nbr_rank_a'])}, {int(m['nbr_rank_p'])}")
     metrics[3].metric("Neighbours' mutual rank", f"{m['nbr_mutual_rank']:.1f}")
     metrics[4].metric("Gap best_sim − pos_sim", f"{m['gap']:.3f}")
-    buttons = st.columns(3)
-    for col, (label, value) in zip(
-        buttons, (("Mismatched", "mismatched"), ("OK, a real pair", "ok"), ("Unsure", "unsure")), strict=True
-    ):
-        if col.button(label, key=f"ln_pair_{value}", disabled=not annotator):
-            record(store, pair_decision(run, row["pair_id"], value, annotator))
-            st.rerun()
+    decision_buttons(
+        run,
+        (
+            ("Mismatched", "mismatched", "F", "ln_pair_mismatched"),
+            ("OK, a real pair", "ok", "N", "ln_pair_ok"),
+            ("Unsure", "unsure", "U", "ln_pair_unsure"),
+        ),
+        lambda value: pair_row(run, row["pair_id"], value, annotator),
+        annotator,
+    )
 
 
 def known_classes(run: Run) -> list[str]:
     """Every class label in the run, numbers in numeric order."""
-    labels = clean_labels(run.items["label"]).dropna().unique().tolist() if "label" in run.items.columns else []
+    labels = list(dict.fromkeys(v for v in run.labels if v is not None))
 
     def key(v: str) -> tuple[int, float, str]:
         try:
@@ -221,10 +293,10 @@ def known_classes(run: Run) -> list[str]:
     return sorted(labels, key=key)
 
 
-def show_label(run: Run, result: LabelNoise, row: pd.Series, store: ReviewStore, annotator: str) -> None:
+def show_label(run: Run, result: LabelNoise, row: pd.Series, annotator: str) -> None:
     """Detail of a label flag: the item, its pair, its nearest labelled neighbours; relabel or confirm."""
     lab = result.labels[result.labels["item_id"] == int(row["item_id"])].iloc[0]
-    st.caption(str(lab["reason"]))
+    st.caption(escape_text(lab["reason"]))
     left, right = st.columns([1, 3])
     with left:
         show_item(run, int(lab["item_id"]), caption=f"Given label '{lab['given_label']}'")
@@ -265,20 +337,23 @@ def show_label(run: Run, result: LabelNoise, row: pd.Series, store: ReviewStore,
     if st.session_state.get("ln_new_label_for") != int(lab["item_id"]):
         st.session_state["ln_new_label"] = suggested if suggested in classes else classes[0]
         st.session_state["ln_new_label_for"] = int(lab["item_id"])
-    cols = st.columns([2, 1, 1])
-    new_label = cols[0].selectbox("Corrected label", classes, key="ln_new_label")
-    if cols[1].button("Save corrected label", key="ln_relabel", disabled=not annotator):
-        record(store, label_decision(run, int(lab["item_id"]), "relabel", annotator, label=new_label))
-        st.rerun()
-    if cols[2].button("Label is OK", key="ln_label_ok", disabled=not annotator):
-        record(store, label_decision(run, int(lab["item_id"]), "ok", annotator))
-        st.rerun()
+    st.selectbox("Corrected label", classes, key="ln_new_label")
+    item = int(lab["item_id"])
+
+    def make(value: str) -> Decision:
+        label = st.session_state["ln_new_label"] if value == "relabel" else None
+        return label_row(run, item, value, annotator, label=label)
+
+    decision_buttons(
+        run, (("Save corrected label", "relabel", "F", "ln_relabel"), ("Label is OK", "ok", "N", "ln_label_ok")),
+        make, annotator,
+    )  # fmt: skip
 
 
-def show_duplicate(run: Run, result: LabelNoise, row: pd.Series) -> None:
+def show_duplicate(run: Run, result: LabelNoise, row: pd.Series, annotator: str) -> None:
     """Detail of a duplicate flag: the anchor, its nearest other anchor, and both pairs' positives."""
     d = result.duplicates[result.duplicates["item_id"] == int(row["item_id"])].iloc[0]
-    st.caption(str(d["reason"]))
+    st.caption(escape_text(d["reason"]))
     cols = st.columns(4)
     pair = run.pairs[run.pairs["anchor_id"] == int(d["item_id"])].iloc[0]
     with cols[0]:
@@ -291,79 +366,72 @@ def show_duplicate(run: Run, result: LabelNoise, row: pd.Series) -> None:
             show_item(run, int(d["other_item_id"]), caption=f"Nearest other anchor · cos {d['sim']:.3f}")
         with cols[3]:
             show_item(run, int(other_pair["positive_id"]), caption=f"Its positive (pair {other_pair['pair_id']})")
-    st.info("Duplicates take no review decision: the export below can leave out the later copy of each one.")
-
-
-def undo_last(run: Run, store: ReviewStore, annotator: str) -> Decision | None:
-    """Undo the annotator's latest pair or label decision (never one made on another page)."""
-    hist = store.history(run.dataset_hash)
-    mine = hist[(hist["annotator"] == annotator) & hist["kind"].isin(["pair", "label"])]
-    if mine.empty:
-        return None
-    return store.undo(run.dataset_hash, annotator=annotator, kind=str(mine.iloc[-1]["kind"]))
-
-
-def export(run: Run, result: LabelNoise, store: ReviewStore, threshold: float) -> None:
-    """Download the corrected labels and the pairs minus the mismatched ones."""
-    st.subheader("Export")
-    pairs_dec = pair_decisions(run, store)
-    labels_dec = label_decisions(run, store)
-    fixed = corrected_labels(run, labels_dec)
-    n_mismatched = int((pairs_dec["decision"] == "mismatched").sum()) if len(pairs_dec) else 0
-    drop_dups = st.checkbox("Also leave out the later copy of each flagged near duplicate", key="ln_drop_duplicates")
-    extra = duplicate_pairs_to_drop(result.duplicates, run.pairs, threshold=threshold) if drop_dups else []
-    cleaned = clean_pairs(run, pair_decisions=pairs_dec, label_decisions=labels_dec, drop_pair_ids=extra)
-    cols = st.columns(2)
-    cols[0].download_button(
-        f"Corrected labels ({len(fixed)} items, CSV)",
-        fixed.to_csv(index=False).encode(),
-        file_name=f"{run.run_id}-corrected-labels.csv",
-        mime="text/csv",
-        key="ln_download_labels",
-    )
-    cols[1].download_button(
-        f"Pairs minus {n_mismatched} mismatched ({len(cleaned)} pairs, CSV)",
-        cleaned.to_csv(index=False).encode(),
-        file_name=f"{run.run_id}-pairs-clean.csv",
-        mime="text/csv",
-        key="ln_download_pairs",
-    )
-    st.caption(
-        "The pairs file uses the dataset's columns (id, anchor, positive, negative_1…, label) with corrected labels "
-        "applied; image paths stay relative to the dataset folder, so save it there to load it back."
+    near = pd.notna(d["sim"]) and float(d["sim"]) >= float(st.session_state["ln_dup_threshold"])
+    own, other = duplicate_keys(run, pd.concat([d, pd.Series({"near_duplicate": near})]))
+    if own == other:
+        st.caption("Decided a duplicate, this anchor's repeated (anchor, positive) pairs keep their first copy.")
+    else:
+        st.caption("Decided a duplicate, the pairs of whichever of the two anchors comes later are dropped.")
+    other_id = None if own == other else int(d["other_item_id"])
+    decision_buttons(
+        run,
+        (
+            ("Duplicate", "duplicate", "F", "ln_dup_duplicate"),
+            ("Not a duplicate", "not_duplicate", "N", "ln_dup_not_duplicate"),
+            ("Unsure", "unsure", "U", "ln_dup_unsure"),
+        ),
+        lambda value: duplicate_row(run, int(d["item_id"]), other_id, value, annotator),
+        annotator,
     )
 
 
-def main() -> None:
-    explain()
-    run = require_run()
-    annotator = annotator_name().strip()
-    flag_rank, examine, method, threshold = settings()
+def undo_last(run: Run, annotator: str) -> Decision | None:
+    """Undo the annotator's latest pair, label or duplicate decision (never one made on another page)."""
+    return review.undo(run, annotator, kinds=("pair", "label", "duplicate"))
+
+
+def row_keys(run: Run, table: pd.DataFrame) -> list[str]:
+    """The assignment key of each flag row: the content keys its decision is stored under."""
+    keys = run.item_keys
+    pairs = dict(zip(run.pairs["pair_id"].astype(str), zip(run.pairs["anchor_id"], run.pairs["positive_id"],
+                                                           strict=True), strict=True))  # fmt: skip
+    out = []
+    for _, row in table.iterrows():
+        if row["kind"] == "mismatched_pair":
+            a, p = pairs[str(row["pair_id"])]
+            out.append(queue_key(str(keys[int(a)]), str(keys[int(p)])))
+        elif row["kind"] == "label":
+            out.append(queue_key(str(keys[int(row["item_id"])]), ""))
+        else:
+            out.append(queue_key(*duplicate_keys(run, row)))
+    return out
+
+
+def _describe(run: Run, row: pd.Series) -> str:
+    """Plain text naming a conflict's items (their contents, shortened)."""
+    ids = run.item_ids_for_keys([k for k in (row["anchor_key"], row["candidate_key"]) if k])
+    contents = run.items["content"].astype(str)
+    return " → ".join(contents.iloc[int(i)][:60] if i >= 0 else "(not in this run)" for i in ids)
+
+
+@st.fragment
+def review_area(run: Run, result: LabelNoise, annotator: str, team: annotators.Team) -> None:
+    """The flag table, the picker and the flag under review; a decision reruns only this part of the page."""
+    sharing = bool(team.names) and team.mine_only and annotator in team.names
     try:
-        result = detect(run, flag_rank, examine, method, threshold)
-    except NegScopeError as exc:
-        st.error(str(exc))
-        st.stop()
-    except Exception as exc:  # noqa: BLE001 - the browser gets a message, never a traceback
-        st.error(f"The label-noise detectors failed ({type(exc).__name__}): {exc}")
-        st.stop()
-    try:
-        store = ReviewStore(review_db_path())
+        if sharing:  # each annotator reviews their share on their own: the list follows their own decisions
+            states = annotators.annotator_states(run)
+            decisions = states[states["kind"].isin(REVIEW_KINDS) & (states["annotator"] == annotator)]
+        else:
+            decisions = review.decisions(run)
     except (NegScopeError, OSError) as exc:
-        st.error(f"The review database cannot be opened: {exc}")
-        st.stop()
-
-    summary = result.summary().set_index("kind")
-    cols = st.columns(3)
-    for col, kind in zip(cols, KINDS, strict=True):
-        col.metric(
-            f"{KIND_NAMES[kind]}: flagged / examined",
-            f"{summary.loc[kind, 'flagged']:,} / {summary.loc[kind, 'examined']:,}",
-        )
-    if summary.loc["label", "examined"] == 0:
-        st.caption("No labels to examine: the dataset has no label column, or fewer than two classes.")
-
-    table = with_decisions(run, result.table(), store)
+        st.error(f"The review database cannot be opened: {escape_text(exc)}")
+        return
+    table = with_decisions(run, result.table(), decisions)
+    if sharing and not table.empty:
+        names = row_keys(run, table)
+        table = table[annotators.my_share(names, annotator, team)]
+        st.caption(f"Your share: {len(table):,} flags (your own decisions shown).")
     shown = filters(table)
     event = st.dataframe(
         shown,
@@ -381,33 +449,60 @@ def main() -> None:
         st.session_state["ln_pick"] = shown.index[selected[0]]
     st.session_state["ln_table_applied"] = selected
 
-    if not annotator:
-        st.warning("Enter your name in the sidebar to record decisions.")
-    if "ln_saved" in st.session_state:
-        st.success(st.session_state.pop("ln_saved"))
-
     st.subheader("Review")
     if shown.empty:
         st.info("No rows match the filters.")
+        annotators.show_feedback()
+        return
+    options = list(shown.index[:1000])
+    if st.session_state.get("ln_pick") in shown.index and st.session_state["ln_pick"] not in options:
+        options.append(st.session_state["ln_pick"])  # picked in the table beyond the first 1,000 rows
+    if st.session_state.get("ln_pick") not in options:
+        st.session_state["ln_pick"] = options[0]
+    st.session_state["ln_options"] = options
+    pick = st.selectbox("Flag", options, format_func=lambda i: describe(table.loc[i]), key="ln_pick")
+    row = table.loc[pick]
+    if row["kind"] == "mismatched_pair":
+        show_mismatch(run, result, row, annotator)
+    elif row["kind"] == "label":
+        show_label(run, result, row, annotator)
     else:
-        options = list(shown.index[:1000])
-        if st.session_state.get("ln_pick") in shown.index and st.session_state["ln_pick"] not in options:
-            options.append(st.session_state["ln_pick"])  # picked in the table beyond the first 1,000 rows
-        if st.session_state.get("ln_pick") not in options:
-            st.session_state["ln_pick"] = options[0]
-        pick = st.selectbox("Flag", options, format_func=lambda i: describe(table.loc[i]), key="ln_pick")
-        row = table.loc[pick]
-        if row["kind"] == "mismatched_pair":
-            show_mismatch(run, result, row, store, annotator)
-        elif row["kind"] == "label":
-            show_label(run, result, row, store, annotator)
-        else:
-            show_duplicate(run, result, row)
-    if annotator and st.button("Undo my last decision on this page", key="ln_undo"):
-        undone = undo_last(run, store, annotator)
-        st.session_state["ln_saved"] = "Nothing to undo." if undone is None else f"Undone: back to {undone.decision}"
-        st.rerun()
-    export(run, result, store, threshold)
+        show_duplicate(run, result, row, annotator)
+
+
+def main() -> None:
+    explain()
+    run = require_run()
+    annotator = annotator_name().strip()
+    flag_rank, examine, method, threshold = settings()
+    try:
+        result = detect(run, flag_rank, examine, method, threshold)
+    except NegScopeError as exc:
+        st.error(escape_text(exc))
+        st.stop()
+    except Exception as exc:  # noqa: BLE001 - the browser gets a message, never a traceback
+        st.error(f"The label-noise detectors failed ({type(exc).__name__}): {escape_text(exc)}")
+        st.stop()
+    team = annotators.team_settings(annotator)
+    summary = result.summary().set_index("kind")
+    cols = st.columns(3)
+    for col, kind in zip(cols, KINDS, strict=True):
+        col.metric(
+            f"{KIND_NAMES[kind]}: flagged / examined",
+            f"{summary.loc[kind, 'flagged']:,} / {summary.loc[kind, 'examined']:,}",
+        )
+    if summary.loc["label", "examined"] == 0:
+        st.caption("No labels to examine: the dataset has no label column, or fewer than two classes.")
+    review_area(run, result, annotator, team)
+    with st.expander("Agreement between annotators and conflicts", expanded=False):
+        annotators.agreement_panel(run, kinds=REVIEW_KINDS, prefix="ln")
+        annotators.conflicts_view(
+            run, kinds=REVIEW_KINDS, annotator=annotator, prefix="ln", describe=lambda r: _describe(run, r)
+        )
+    st.subheader("Which decision counts")
+    annotators.rule_panel(run, kinds=REVIEW_KINDS, prefix="ln", annotator=annotator)
+    st.button("Refresh the counts below with the latest decisions", key="ln_refresh")
+    review.export_panel(run, prefix="ln")
 
 
 main()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import html
-
 import faiss
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from analysis.errors import NegScopeError
 from analysis.maps.embedding_map import (
@@ -24,11 +23,12 @@ from analysis.maps.embedding_map import (
     per_item_scores,
     review_status,
 )
-from analysis.review.store import ReviewStore
 from analysis.runs.folder import Run
-from analysis.runs.workspace import review_db_path
 from analysis.search.exact import flat_index
+from ui import review
+from ui.map_jobs import Job, map_job, umap_warmup
 from ui.render import show_item
+from ui.safe_text import escape_text
 from ui.state import require_run
 
 st.set_page_config(page_title="Embedding map · NegScope", page_icon="🗺️", layout="wide")
@@ -37,6 +37,9 @@ st.set_page_config(page_title="Embedding map · NegScope", page_icon="🗺️", 
 QUEUE_KEY = "fn_focus_item_ids"  # read by pages/4_False_Negatives.py to filter its queue
 FN_PAGE = "pages/4_False_Negatives.py"
 MAX_CATEGORIES = 20
+MAX_SELECTION_ROWS = 1_000
+MAX_THUMBNAILS = 24
+THUMBNAIL_PX = 72
 HOVER_CHARS = 80
 PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
@@ -113,22 +116,23 @@ def cached_ln_scores(_run: Run, run_path: str) -> tuple[np.ndarray, np.ndarray]:
 
 def review_column(run: Run) -> np.ndarray:
     """Each item's review status from the shared database (read fresh: other annotators write to it)."""
-    return review_status(run, ReviewStore(review_db_path()).latest(run.dataset_hash))
+    return review_status(run, review.decisions(run))
 
 
 # ------------------------------------------------------------------------------------------------ page parts
 
 
 def explain() -> None:
-    """What am I looking at."""
-    st.title("Embedding map")
-    st.markdown(
-        "Every item of the run (anchors, positives, negatives) as one point; nearby points have similar "
-        "embeddings. **PCA** is a linear projection onto the two directions of largest variance: it keeps "
-        "global distances honest but squashes clusters together. **UMAP** keeps each item's nearest "
-        "neighbours near it, at the price of distances between clusters meaning little."
-    )
-    with st.expander("What the two maps preserve", expanded=False):
+    """The theory and formulas, folded under the title (kept complete)."""
+    with st.expander("How this is computed", expanded=False):
+        st.markdown(
+            "Every item of the run (anchors, positives, negatives) is one point; nearby points have similar "
+            "embeddings. **PCA** is a linear projection onto the two directions of largest variance: it keeps "
+            "global distances honest but squashes clusters together. **UMAP** keeps each item's nearest "
+            "neighbours near it, at the price of distances between clusters meaning little. The PCA map shows at "
+            "once; a UMAP map is computed in the background and replaces it when ready (then it is read from the "
+            "run folder)."
+        )
         st.markdown("PCA: the top two eigenvectors $w_1, w_2$ of the covariance of the centred embeddings,")
         st.latex(
             r"w = \arg\max_{\|w\|=1} w^\top \Sigma w, \quad \Sigma = \tfrac{1}{N-1} \sum_i (x_i - \bar x)(x_i - \bar x)^\top"
@@ -179,18 +183,39 @@ def settings_sidebar() -> MapParams:
     )
 
 
-def ensure_map(run: Run, params: MapParams) -> pd.DataFrame:
-    """The map, computed with a progress bar the first time (then read from the run folder)."""
-    if not is_cached(run, params):
-        bar = st.progress(0.0, text=f"Computing the {params.method.upper()} map of {len(run.items):,} items…")
-        try:
-            with st.spinner(f"{params.method.upper()} is running…"):
-                table = compute_map(run, params, progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
-        finally:
-            bar.empty()
-        if not table.attrs.get("cached") and not is_cached(run, params):
-            st.caption("The run folder is not writable: this map is kept in memory only.")
-    return cached_map(run, str(run.path), params)
+def map_for_page(run: Run, params: MapParams) -> tuple[pd.DataFrame, Job | None]:
+    """The map to draw now, and the background UMAP job while it runs (the PCA map is drawn meanwhile).
+
+    PCA, and any map already in the run folder's cache, is returned at once. A UMAP map not computed yet
+    starts a background job (once per run and parameters) and the PCA map stands in until it is done.
+    """
+    if params.method == "pca" or is_cached(run, params):
+        return cached_map(run, str(run.path), params), None
+    job = map_job(str(run.path), params.key(), run, params)
+    if job.done.is_set() and not job.error:
+        if is_cached(run, params):
+            return cached_map(run, str(run.path), params), None
+        return job.result, None  # the run folder is not writable: the map lives in memory
+    stand_in = MapParams(method="pca", seed=params.seed)
+    return cached_map(run, str(run.path), stand_in), job
+
+
+@st.fragment(run_every=1.0)
+def umap_progress(job: Job) -> None:
+    """A progress bar that moves while the UMAP job runs; swaps the map in (a full rerun) when it is done."""
+    if job.done.is_set():
+        if job.error:
+            st.error(f"The UMAP map could not be computed ({job.error}); the PCA map is shown.")
+            return
+        ctx = get_script_run_ctx()
+        if ctx is not None and ctx.fragment_ids_this_run:  # only a timer tick reruns the page (never a user's click)
+            st.rerun(scope="app")
+    message = job.message or "starting"
+    st.progress(
+        max(job.fraction, 0.01),
+        text=f"UMAP is being computed in the background ({job.elapsed():.0f} s): {message}. "
+        "The PCA map is shown meanwhile; UMAP replaces it when ready.",
+    )
 
 
 def colour_values(run: Run, choice: str, attrs: pd.DataFrame) -> tuple[np.ndarray, str]:
@@ -218,7 +243,7 @@ def cached_hover(_run: Run, run_path: str) -> np.ndarray:
     short = content.where(content.str.len() <= HOVER_CHARS, content.str.slice(0, HOVER_CHARS - 1) + "…")
     head = attrs["modality"].astype(str) + " · " + attrs["role"].astype(str) + " · label " + attrs["label"].astype(str)
     return np.array(
-        [html.escape(h, quote=False) + "<br>" + html.escape(t, quote=False) for h, t in zip(head, short, strict=True)],
+        [escape_text(h, plot=True) + "<br>" + escape_text(t, plot=True) for h, t in zip(head, short, strict=True)],
         dtype=object,
     )
 
@@ -263,11 +288,11 @@ def build_figure(
                     x=coords[sel, 0],
                     y=coords[sel, 1],
                     mode="markers",
-                    name=f"{cat} ({int(mask.sum()):,})",
+                    name=f"{escape_text(cat, plot=True)} ({int(mask.sum()):,})",
                     marker={"size": point_size, "color": PALETTE[i % len(PALETTE)], "opacity": 0.75},
                     customdata=sel[:, None].astype(np.int32),
                     text=hover[sel],
-                    hovertemplate="item %{customdata[0]}<br>%{text}<extra>" + html.escape(cat) + "</extra>",
+                    hovertemplate="item %{customdata[0]}<br>%{text}<extra>" + escape_text(cat, plot=True) + "</extra>",
                 )
             )
     else:
@@ -401,7 +426,7 @@ def search_panel(run: Run) -> tuple[int | None, pd.DataFrame]:
         return None, pd.DataFrame()
     found = find_items(run, query, limit=200)
     if len(found) == 0:
-        st.info(f"No item has the id or contains the text {query!r}.")
+        st.info(f"No item has the id or contains the text {escape_text(repr(query))}.")
         return None, pd.DataFrame()
     contents = run.items["content"].astype(str)
     labels = {int(i): f"{int(i)} · {contents.iloc[int(i)][:70]}" for i in found}
@@ -431,6 +456,31 @@ def item_table(run: Run, attrs: pd.DataFrame, ids: list[int], extra: pd.DataFram
     return table.reset_index(drop=True)
 
 
+def thumbnails(run: Run, ids: list[int]) -> None:
+    """Small pictures of the selected image items (the first ``MAX_THUMBNAILS``), with their item ids."""
+    modality = run.items["modality"].to_numpy()
+    images = [i for i in ids if modality[int(i)] == "image"]
+    if not images:
+        return
+    paths, captions = [], []
+    for i in images[:MAX_THUMBNAILS]:
+        try:
+            path = run.image_path(int(i))
+        except NegScopeError:
+            continue
+        if path.is_file():
+            paths.append(str(path))
+            captions.append(f"item {int(i)}")
+    if paths:
+        st.image(paths, width=THUMBNAIL_PX, caption=captions, clamp=True)
+        st.caption(
+            f"{len(paths):,} of {len(images):,} selected images"
+            + (f" (the first {MAX_THUMBNAILS})" if len(images) > MAX_THUMBNAILS else "")
+        )
+    else:
+        st.caption(f"{len(images):,} selected images; their files are not found next to the dataset.")
+
+
 def selection_panel(run: Run, attrs: pd.DataFrame, ids: list[int]) -> None:
     """The table of selected items, one of them drawn, and the hand-over to the review queue."""
     st.subheader(f"Selection: {len(ids):,} item{'s' if len(ids) != 1 else ''}")
@@ -438,7 +488,11 @@ def selection_panel(run: Run, attrs: pd.DataFrame, ids: list[int]) -> None:
         st.caption("Use the box or lasso tool on the map (or click a point) to select items.")
         return
     table = item_table(run, attrs, ids)
-    st.dataframe(table, hide_index=True, height=min(400, 38 + 35 * len(table)), key="map_selection_table")
+    thumbnails(run, ids)
+    shown = table.head(MAX_SELECTION_ROWS)  # a page of rows goes to the browser; the download has them all
+    st.dataframe(shown, hide_index=True, height=min(400, 38 + 35 * len(shown)), key="map_selection_table")
+    if len(table) > len(shown):
+        st.caption(f"The first {len(shown):,} of {len(table):,} selected items; download the CSV for all of them.")
     left, right = st.columns([1, 2])
     with left:
         if st.session_state.get("map_show") not in ids:
@@ -471,8 +525,10 @@ def selection_panel(run: Run, attrs: pd.DataFrame, ids: list[int]) -> None:
 # ------------------------------------------------------------------------------------------------ the page
 
 
+st.title("Embedding map")
 explain()
 run = require_run()
+umap_warmup()  # started by app.py already; this covers the page opened on its own
 params = settings_sidebar()
 n = len(run.items)
 if n == 0:
@@ -480,19 +536,21 @@ if n == 0:
     st.stop()
 
 try:
-    table = ensure_map(run, params)
+    table, pending = map_for_page(run, params)
     attrs = cached_attributes(run, str(run.path))
 except NegScopeError as exc:
-    st.error(f"The map could not be computed: {exc}")
+    st.error(f"The map could not be computed: {escape_text(exc)}")
     st.stop()
 except (MemoryError, OSError, ValueError) as exc:
-    st.error(f"The map could not be computed ({type(exc).__name__}): {exc}")
+    st.error(f"The map could not be computed ({type(exc).__name__}): {escape_text(exc)}")
     st.stop()
 coords = table[["x", "y"]].to_numpy(np.float32)
 
-controls = st.columns([2, 1, 1, 1])
+if pending is not None:
+    umap_progress(pending)
+controls = st.columns([2, 1.4, 1.2, 1])
 controls[0].selectbox("Colour by", list(COLOUR_BY), key="map_colour")
-controls[1].toggle("Lines between pairs", key="map_lines", help="anchor → positive for a random sample of pairs")
+controls[1].toggle("Pair lines", key="map_lines", help="Lines from anchor to positive, for a random sample of pairs")
 controls[2].slider("Pairs drawn", 10, 2000, step=10, key="map_lines_n", disabled=not st.session_state["map_lines"])
 controls[3].slider("Point size", 1, 12, key="map_point_size")
 if n > 50_000:
@@ -535,8 +593,10 @@ fig = build_figure(
     title=st.session_state["map_colour"],
 )
 how = "read from the run folder" if table.attrs.get("cached", True) else "just computed"
+shown_method = "PCA (UMAP on its way)" if pending is not None else params.method.upper()
+sampled = f"a random {len(rows):,} drawn" if len(rows) < n else f"all {len(rows):,} drawn"
 st.caption(
-    f"{params.method.upper()} map of {n:,} items ({len(rows):,} drawn, WebGL) · {how} · "
+    f"{shown_method} map of {n:,} items ({sampled}, WebGL) · {how} · "
     "drag to select (lasso; pick the box tool in the toolbar), double-click to clear, scroll to zoom."
 )
 event = st.plotly_chart(

@@ -230,6 +230,35 @@ def load_pixels(folder: Path, anchors: Sequence[str]) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)[:, None])
 
 
+def _caption_embeddings(model: DualEncoder, captions: list[str]) -> np.ndarray:
+    """L2-normalised text embeddings, identical (bit for bit) for captions with the same bag of words.
+
+    The text tower averages word embeddings, so two captions with the same words in another order have the
+    same embedding in exact arithmetic; in float32 the sum order (and the batch's padding) makes them differ
+    in the last bits, differently on different BLAS builds. Each distinct bag of words is embedded once, on
+    its sorted token ids, so such captions tie exactly and the ranking breaks the tie by caption order.
+
+    Returns
+    -------
+    numpy.ndarray
+        (len(captions), D) float64.
+    """
+    tokens = model.tokenize(captions)
+    bags: dict[tuple[int, ...], int] = {}
+    which = np.empty(len(captions), dtype=np.int64)
+    for i, row in enumerate(tokens.tolist()):
+        bag = tuple(sorted(t for t in row if t != 0))
+        which[i] = bags.setdefault(bag, len(bags))
+    width = max([len(b) for b in bags] + [1])
+    canonical = torch.zeros((len(bags), width), dtype=torch.long)
+    for bag, j in bags.items():
+        if bag:
+            canonical[j, : len(bag)] = torch.tensor(bag, dtype=torch.long)
+    with torch.inference_mode():
+        vectors = F.normalize(model.encode_text(canonical), dim=1).double().numpy()
+    return vectors[which]
+
+
 def mine_negatives(
     model: DualEncoder,
     pixels: torch.Tensor,
@@ -262,14 +291,15 @@ def mine_negatives(
         unique_digit[index[c]] = d
     with torch.inference_mode():
         img = F.normalize(model.encode_image(pixels), dim=1).double().numpy()
-        txt = F.normalize(model.encode_text(model.tokenize(unique)), dim=1).double().numpy()
+        txt = _caption_embeddings(model, unique)
     sims = img @ txt.T
     texts = np.empty((len(captions), k), dtype=object)
     neg_digits = np.zeros((len(captions), k), dtype=np.int64)
     for i, own in enumerate(captions):
         row = sims[i].copy()
         row[index[own]] = -np.inf
-        ranked = np.argsort(-row, kind="stable")[:-1]
+        # ties (captions with the same bag of words have the same embedding) go to the earlier caption
+        ranked = np.lexsort((np.arange(len(row)), -row))[:-1]
         same = ranked[unique_digit[ranked] == image_digit[i]][:pool]
         other = ranked[unique_digit[ranked] != image_digit[i]][:pool]
         n_fn = min(int(rng.binomial(k, false_negative_share)), len(same))

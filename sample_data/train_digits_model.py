@@ -7,6 +7,12 @@ training data). Nothing is done to close the modality gap.
 Usage (retrains from the images and captions already in ``sample_data/digits/pairs.csv``)::
 
     python sample_data/train_digits_model.py [--folder sample_data/digits] [--seed 20240601] [--threads 1]
+        [--save-epochs 5 20] [--checkpoints-only]
+
+``--save-epochs`` also writes snapshots of the same training run after those epochs into
+``FOLDER/checkpoints/epoch_NN/`` (the sample ships epochs 5 and 20; the final model, epoch 80, is
+``FOLDER/model``). Saving a snapshot draws no random numbers, so the final weights are the same with or
+without it. ``--checkpoints-only`` writes the snapshots and leaves ``FOLDER/model`` as it is.
 
 ``sample_data/build_digits.py`` calls :func:`train_model` itself when it rebuilds the whole sample.
 """
@@ -16,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +113,7 @@ def train_model(
     seed: int = SEED,
     threads: int = 1,
     log: bool = True,
+    on_epoch: Callable[[int, DualEncoder], None] | None = None,
     **overrides: float,
 ) -> tuple[DualEncoder, dict[str, float]]:
     """Train a :class:`DualEncoder` with symmetric InfoNCE and a learned temperature.
@@ -125,6 +132,9 @@ def train_model(
         thread, 22 s with two).
     log : bool
         Print progress lines.
+    on_epoch : callable, optional
+        Called as ``on_epoch(epoch, model)`` after each epoch (1-based), for example to save a snapshot. It
+        must not change the model or draw random numbers.
     **overrides
         Replace any of ``DEFAULTS`` (sizes, epochs, batch_size, lr, weight_decay, logit_scale_init).
 
@@ -136,13 +146,19 @@ def train_model(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _train(pixels, captions, seed=seed, log=log, opts={**DEFAULTS, **overrides})
+        return _train(pixels, captions, seed=seed, log=log, on_epoch=on_epoch, opts={**DEFAULTS, **overrides})
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _train(
-    pixels: torch.Tensor, captions: Sequence[str], *, seed: int, log: bool, opts: dict[str, float]
+    pixels: torch.Tensor,
+    captions: Sequence[str],
+    *,
+    seed: int,
+    log: bool,
+    opts: dict[str, float],
+    on_epoch: Callable[[int, DualEncoder], None] | None = None,
 ) -> tuple[DualEncoder, dict[str, float]]:
     torch.manual_seed(seed)
     n = len(captions)
@@ -187,6 +203,8 @@ def _train(
             total += loss.item() * len(idx)
         if log and (epoch % 10 == 0 or epoch == epochs - 1):
             print(f"epoch {epoch + 1:3d}/{epochs}  loss {total / n:.4f}  tau {model.tau:.4f}", flush=True)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, model)
     seconds = time.perf_counter() - start
     model.eval()
     stats = evaluate(model, pixels, captions)
@@ -207,16 +225,51 @@ def _load_folder(folder: Path) -> tuple[torch.Tensor, list[str]]:
     return pixels, table["positive"].tolist()
 
 
+def snapshot_saver(folder: Path, epochs: Sequence[int]) -> Callable[[int, DualEncoder], None] | None:
+    """An ``on_epoch`` callback that saves the model after each epoch in ``epochs`` to ``folder/epoch_EE``.
+
+    Returns None when ``epochs`` is empty. Saving only reads the weights (no random numbers are drawn).
+    """
+    wanted = {int(e) for e in epochs}
+    if not wanted:
+        return None
+
+    def save(epoch: int, model: DualEncoder) -> None:
+        if epoch in wanted:
+            path = model.save(Path(folder) / f"epoch_{epoch:02d}")
+            print(f"saved {path}", flush=True)
+
+    return save
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Retrain the model from the images and captions of an existing sample folder."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", type=Path, default=Path(__file__).resolve().parent / "digits")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--save-epochs",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="E",
+        help="also save snapshots after these epochs into FOLDER/checkpoints/epoch_EE/",
+    )
+    parser.add_argument(
+        "--checkpoints-only", action="store_true", help="write the snapshots only, leave FOLDER/model as it is"
+    )
     args = parser.parse_args(argv)
     pixels, captions = _load_folder(args.folder)
-    model, stats = train_model(pixels, captions, seed=args.seed, threads=args.threads)
-    model.save(args.folder / "model")
+    model, stats = train_model(
+        pixels,
+        captions,
+        seed=args.seed,
+        threads=args.threads,
+        on_epoch=snapshot_saver(args.folder / "checkpoints", args.save_epochs),
+    )
+    if not args.checkpoints_only:
+        model.save(args.folder / "model")
     for key, value in stats.items():
         print(f"{key}: {value:.4f}")
     return 0

@@ -24,6 +24,7 @@ SHOTS = REPO / "screenshots"
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
 ]
 
@@ -164,14 +165,16 @@ def test_every_page_in_chromium(app_url: str, browser_home: Path) -> None:
         finally:
             browser.close()
 
-    # The decision made in the browser is in the review database, under the sample's dataset hash.
+    # The decision made in the browser is in the review database, under the sample's content-only hash.
     import json
 
     from analysis.review.store import ReviewStore
 
+    # (the Compare page also embeds the sample with its earlier checkpoints: one dataset, several runs)
     manifests = list((browser_home / "runs").glob("*/manifest.json"))
-    assert len(manifests) == 1
-    dataset_hash = json.loads(manifests[0].read_text())["dataset_hash"]
+    hashes = {json.loads(m.read_text())["dataset_content_hash"] for m in manifests}
+    assert len(hashes) == 1
+    (dataset_hash,) = hashes
     decided = ReviewStore(browser_home / "reviews.sqlite").latest(dataset_hash, kind="negative")
     assert list(decided["decision"]) == ["false_negative"]
     assert list(decided["annotator"]) == ["browser-test"]

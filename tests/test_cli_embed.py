@@ -43,6 +43,7 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str
     return lines[0]
 
 
+@pytest.mark.slow
 def test_embed_prints_the_run_folder_last(tmp_path: Path) -> None:
     data = make_image_dataset(tmp_path / "data", n_pairs=6, k=2)
     make_dual_encoder(tmp_path / "model")
@@ -111,7 +112,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Capture
         _in_process(capsys, "embed", "--data", data, "--checkpoint", model, "--modality", "anchor=sound"), "--modality"
     )
     _assert_one_line_error(
-        _in_process(capsys, "embed", "--data", data, "--checkpoint", model, "--batch-size", "0"), "--batch-size"
+        _in_process(capsys, "embed", "--data", data, "--checkpoint", model, "--batch-size", "0"), "batch size"
     )
 
 

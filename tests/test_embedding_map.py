@@ -18,7 +18,6 @@ from analysis.maps.embedding_map import (
     REVIEW_STATUSES,
     MapParams,
     auto_schedule,
-    choose_knn_method,
     compute_map,
     find_items,
     is_cached,
@@ -36,6 +35,7 @@ from analysis.maps.embedding_map import (
 from analysis.review.store import Decision, ReviewStore
 from analysis.runs.folder import load_run
 from analysis.search.exact import hnsw_index, knn_graph
+from analysis.search.rule import choose_kind
 from tests.synthetic import make_synthetic_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,9 +107,13 @@ def test_auto_schedule() -> None:
 
 
 def test_auto_knn_is_exact_for_small_runs_only() -> None:
-    assert choose_knn_method(3_000, 128) == "exact"
-    assert choose_knn_method(20_000, 64) == "ivf"
-    assert choose_knn_method(100_000, 384) == "ivf"
+    """The map's kNN graph (N queries over N rows) follows the one search rule."""
+    assert choose_kind(3_000, 3_000, 128) == "exact"
+    assert choose_kind(20_000, 20_000, 64) == "ivf"
+    assert choose_kind(100_000, 100_000, 384) == "ivf"
+    x = _clusters(5000, 16, seed=3)
+    _, _, exact = umap_knn(x, 5)  # 5000 x 5000 x 16 = 4e8 multiply-adds: exact
+    assert exact.startswith("exact")
 
 
 # --- projections and quality ------------------------------------------------------------------------
@@ -139,6 +143,7 @@ def test_trustworthiness_matches_sklearn() -> None:
         trustworthiness(x[:10], y[:10], k=5)
 
 
+@pytest.mark.slow
 def test_umap_map_of_the_sample_is_trustworthy(sample_run) -> None:
     table = compute_map(sample_run, MapParams(method="umap", seed=0), use_cache=False)
     assert list(table.columns) == ["item_id", "x", "y"]
@@ -154,6 +159,7 @@ def test_umap_map_of_the_sample_is_trustworthy(sample_run) -> None:
     assert t > sk_trustworthiness(sample_run.embeddings, pca[["x", "y"]].to_numpy(), n_neighbors=10)
 
 
+@pytest.mark.slow
 def test_umap_is_deterministic_with_a_seed() -> None:
     x = _clusters(600, 12, seed=8)
     steps: list[tuple[float, str]] = []
@@ -169,6 +175,7 @@ def test_umap_is_deterministic_with_a_seed() -> None:
     assert spectral.shape == (600, 2) and np.isfinite(spectral).all()
 
 
+@pytest.mark.slow
 def test_tiny_runs_still_get_a_map() -> None:
     x = _unit(np.random.default_rng(9).normal(size=(3, 4)))
     assert umap_2d(x).shape == (3, 2)
@@ -196,6 +203,7 @@ def test_map_params_are_checked() -> None:
 # --- run maps and their cache -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_compute_map_caches_in_the_run_folder(synthetic_run) -> None:
     run, _ = synthetic_run
     params = MapParams(method="umap", n_epochs=30, seed=1)
@@ -233,6 +241,7 @@ def test_compute_map_works_in_a_read_only_run_folder(tmp_path: Path, monkeypatch
     assert not any(p.name.startswith("map_") for p in run.path.iterdir())
 
 
+@pytest.mark.slow
 def test_umap_import_is_lazy_and_numba_caches_in_the_workspace(tmp_path: Path) -> None:
     home = tmp_path / "home"
     run, _ = make_synthetic_run(tmp_path / "run", n_pairs=50)
@@ -394,6 +403,7 @@ def test_item_neighbours_match_brute_force(synthetic_run) -> None:
 # --- CLI --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_writes_parquet_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run, _ = make_synthetic_run(tmp_path / "run", n_pairs=80)
     out = tmp_path / "out" / "map.parquet"

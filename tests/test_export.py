@@ -1,232 +1,210 @@
-"""Exports of corrected training data load back as datasets, with exactly the decided changes."""
+"""Exports of corrected training data: the builder's options, the writers (load back as datasets), and the
+export folder's safety (issue #12.3: never inside the dataset's folder, never over existing files)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from analysis.cli import main as cli_main
 from analysis.data.load import load_dataset
 from analysis.errors import NegScopeError
-from analysis.review.export import (
-    AUDIT_FIELDS,
-    audit_log,
-    export_beir,
-    export_decisions,
-    export_st,
-    read_audit_log,
-)
-from analysis.review.store import Decision, ReviewStore
+from analysis.review.corrected import build_corrected, corrected_from_store
+from analysis.review.decisions import run_decisions
+from analysis.review.export import AUDIT_FIELDS, ExportError, read_audit_log, st_table, write_export
+from analysis.review.rows import label_row, negative_row, pair_row
+from analysis.review.store import ReviewStore
 from analysis.runs.folder import Run
 from analysis.runs.workspace import review_db_path
 from tests.synthetic import make_synthetic_run, write_image_files
 
 
 def _given(run: Run) -> pd.DataFrame:
-    g = run.negatives[run.negatives["source"] == "given"].merge(run.pairs, on="pair_id")
-    return g
-
-
-def _decide(run: Run, store: ReviewStore, rows: pd.DataFrame, decision: str, who: str = "ann") -> None:
-    keys = run.items["key"].astype(str).to_numpy()
-    store.record_many(
-        Decision(run.dataset_hash, "negative", keys[a], keys[c], decision, who)
-        for a, c in zip(rows["anchor_id"], rows["negative_id"], strict=True)
-    )
+    return run.negatives[run.negatives["source"] == "given"].merge(run.pairs, on="pair_id")
 
 
 @pytest.fixture
 def text_run(tmp_path: Path):
-    run, truth = make_synthetic_run(tmp_path / "run", n_pairs=80, k=4, two_modalities=False, seed=9)
+    """A one-modality run with decided given false negatives (3), an unsure and a confirmed negative, and a
+    mined false negative."""
+    run, _ = make_synthetic_run(tmp_path / "run", n_pairs=80, k=4, two_modalities=False, seed=9)
     store = ReviewStore(tmp_path / "reviews.sqlite")
     g = _given(run)
-    fn, unsure, neg = g.iloc[[0, 5, 9]], g.iloc[[13]], g.iloc[[17]]
-    _decide(run, store, fn, "false_negative")
-    _decide(run, store, unsure, "unsure")
-    _decide(run, store, neg, "negative", "bob")
-    return run, store, fn, unsure
+    rows = [negative_row(run, int(r.anchor_id), int(r.negative_id), "false_negative", "ann")
+            for r in g.iloc[[0, 5, 9]].itertuples()]  # fmt: skip
+    rows.append(negative_row(run, int(g.iloc[13].anchor_id), int(g.iloc[13].negative_id), "unsure", "ann"))
+    rows.append(negative_row(run, int(g.iloc[17].anchor_id), int(g.iloc[17].negative_id), "negative", "bob"))
+    listed = set(zip(g["anchor_id"], g["negative_id"], strict=True))
+    a = int(run.pairs["anchor_id"].iloc[40])
+    mined = next(int(p) for p in run.pairs["positive_id"] if (a, int(p)) not in listed and p != run.pairs.iloc[40, 2])
+    rows.append(negative_row(run, a, mined, "false_negative", "ann"))
+    store.record_many(rows)
+    return run, store, g, (a, mined)
 
 
-def _loaded_negatives(ds) -> dict:
-    content = ds.items["content"].to_numpy()
-    given = ds.negatives[ds.negatives["source"] == "given"]
-    return {str(pid): [content[i] for i in grp["negative_id"]] for pid, grp in given.groupby("pair_id", sort=False)}
+def test_options_change_only_their_effect(text_run) -> None:
+    run, store, g, (a, mined) = text_run
+    decisions = run_decisions(run, store)
+    full = build_corrected(run, decisions)
+    assert full.counts["false_negatives_given"] == 3 and full.counts["false_negatives_mined"] == 1
+    assert full.counts["given_negatives_removed"] == 3 and full.counts["positive_pairs_added"] == 4
+    assert full.counts["exclusions"] == 4 and full.counts["pairs_out"] == len(run.pairs) + 4
+    listed_only = build_corrected(run, decisions, extra_positive_pairs=False)
+    extra = listed_only.pairs[listed_only.pairs["origin"] == "false_negative"]
+    assert extra[["anchor_id", "positive_id"]].values.tolist() == [[a, mined]]  # mined ones always are added
+    assert listed_only.counts["exclusions"] == 4
+    unsure = build_corrected(run, decisions, drop_unsure=True)
+    assert unsure.counts["given_negatives_removed"] == 4
+    removed = {(int(r.anchor_id), int(r.negative_id)) for r in g.iloc[[0, 5, 9, 13]].itertuples()}
+    for row in unsure.pairs[unsure.pairs["origin"] == "dataset"].itertuples():
+        kept = set(_given(run).loc[_given(run)["pair_id"] == row.id, "negative_id"].astype(int))
+        assert set(row.negative_ids) == {n for n in kept if (row.anchor_id, n) not in removed}
 
 
-def _expected_negatives(run: Run, removed: set[tuple[int, int]]) -> dict:
-    content = run.items["content"].to_numpy()
-    out = {}
-    for pid, grp in _given(run).groupby("pair_id", sort=False):
-        kept = [content[n] for a, n in zip(grp["anchor_id"], grp["negative_id"], strict=True) if (a, n) not in removed]
-        if kept:
-            out[str(pid)] = kept
-    return out
+def test_mismatched_and_relabel_options(tmp_path: Path) -> None:
+    run, _ = make_synthetic_run(tmp_path / "run", n_pairs=30, k=2, seed=2)
+    store = ReviewStore(tmp_path / "r.sqlite")
+    item = int(run.pairs["positive_id"].iloc[4])
+    store.record_many([pair_row(run, 3, "mismatched", "ann"), label_row(run, item, "relabel", "ann", label="zz")])
+    decisions = run_decisions(run, store)
+    fixed = build_corrected(run, decisions)
+    table = st_table(fixed).set_index("id")
+    assert "3" not in table.index and len(table) == 29
+    assert table.loc["4", "label"] == "zz"  # only the positive was relabelled: it sets the pair's label
+    kept = st_table(build_corrected(run, decisions, drop_mismatched=False, apply_relabels=False)).set_index("id")
+    assert "3" in kept.index and kept.loc["4", "label"] == run.labels[int(run.pairs["anchor_id"].iloc[4])]
 
 
-def test_st_ntuple_round_trip_removes_exactly_the_false_negatives(text_run, tmp_path: Path) -> None:
-    run, store, fn, _ = text_run
-    res = export_st(run, store, tmp_path / "out" / "train.csv")
-    assert res.counts["negatives_removed"] == 3 and res.counts["positive_pairs_added"] == 0
-    ds = load_dataset(res.path)
-    assert len(ds.pairs) == len(run.pairs)
-    assert list(ds.pairs["pair_id"].astype(str)) == list(run.pairs["pair_id"].astype(str))
-    removed = set(zip(fn["anchor_id"], fn["negative_id"], strict=True))
-    assert _loaded_negatives(ds) == _expected_negatives(run, removed)
-    # labels survive
-    lab = ds.items.set_index("content")["label"]
-    src = run.items.set_index("content")["label"]
-    anchors = run.items.loc[run.pairs["anchor_id"], "content"]
-    assert (lab.loc[anchors].astype(str).to_numpy() == src.loc[anchors].astype(str).to_numpy()).all()
-
-
-def test_st_extra_positive_pairs_and_unsure(text_run, tmp_path: Path) -> None:
-    run, store, fn, unsure = text_run
-    res = export_st(run, store, tmp_path / "o.jsonl", add_positive_pairs=True, drop_unsure=True)
-    assert res.counts["positive_pairs_added"] == 3
-    assert res.counts["negatives_removed"] == 4
-    ds = load_dataset(res.path)
-    assert len(ds.pairs) == len(run.pairs) + 3
-    content = ds.items["content"].to_numpy()
-    loaded_pairs = {
-        (content[a], content[p]) for a, p in zip(ds.pairs["anchor_id"], ds.pairs["positive_id"], strict=True)
-    }
-    src = run.items["content"].to_numpy()
-    for a, c in zip(fn["anchor_id"], fn["negative_id"], strict=True):
-        assert (src[a], src[c]) in loaded_pairs
-    removed = set(zip(fn["anchor_id"], fn["negative_id"], strict=True)) | set(
-        zip(unsure["anchor_id"], unsure["negative_id"], strict=True)
-    )
-    loaded = _loaded_negatives(ds)
-    expected = _expected_negatives(run, removed)
-    assert {k: v for k, v in loaded.items() if "+fn" not in k} == expected
-    # the extra pairs carry their anchor's remaining negatives, never one of its false negatives
-    anchor_of = dict(zip(ds.pairs["pair_id"].astype(str), content[ds.pairs["anchor_id"].to_numpy()], strict=True))
-    fn_of_anchor: dict[str, set] = {}
-    for a, c in zip(fn["anchor_id"], fn["negative_id"], strict=True):
-        fn_of_anchor.setdefault(src[a], set()).add(src[c])
-    extra = [pid for pid in anchor_of if "+fn" in pid]
-    assert len(extra) == 3
-    for pid in extra:
-        assert not set(loaded.get(pid, [])) & fn_of_anchor[anchor_of[pid]]
-
-
-def test_st_triplets_round_trip(text_run, tmp_path: Path) -> None:
-    run, store, fn, _ = text_run
-    res = export_st(run, store, tmp_path / "t.parquet", style="triplet")
-    ds = load_dataset(res.path)
-    table = pd.read_parquet(res.path)
-    assert list(table.columns[:4]) == ["id", "anchor", "positive", "negative"]
-    assert len(table) == len(_given(run)) - 3
-    src = run.items["content"].to_numpy()
-    triples = set(zip(table["anchor"], table["negative"], strict=True))
-    for a, c in zip(fn["anchor_id"], fn["negative_id"], strict=True):
-        assert (src[a], src[c]) not in triples
-    assert len(ds.pairs) == len(table)
-
-
-def test_label_page_decisions_apply(text_run, tmp_path: Path) -> None:
+def test_writers_load_back_and_audit_log_round_trips(text_run, tmp_path: Path) -> None:
     run, store, _, _ = text_run
-    keys = run.items["key"].astype(str).to_numpy()
-    pair = run.pairs.iloc[3]
-    store.record(
-        Decision(run.dataset_hash, "pair", keys[pair["anchor_id"]], keys[pair["positive_id"]], "mismatched", "x")
-    )
-    item = int(run.pairs.iloc[4]["anchor_id"])
-    store.record(Decision(run.dataset_hash, "label", keys[item], "", "relabel", "x", label="new-class"))
-    res = export_st(run, store, tmp_path / "c.csv")
-    table = pd.read_csv(res.path)
-    assert str(pair["pair_id"]) not in set(table["id"].astype(str))
-    row = table[table["id"].astype(str) == str(run.pairs.iloc[4]["pair_id"])].iloc[0]
-    assert row["label"] == "new-class"
-    kept = export_st(run, store, tmp_path / "k.csv", drop_mismatched=False, apply_relabels=False)
-    assert kept.rows == len(run.pairs)
-
-
-def test_beir_round_trip_counts_false_negatives_as_relevant(text_run, tmp_path: Path) -> None:
-    run, store, fn, _ = text_run
-    res = export_beir(run, store, tmp_path / "beir")
-    assert res.counts["qrels_added"] == 3
-    ds = load_dataset(res.path)
-    content = ds.items["content"].to_numpy()
-    loaded = {(content[a], content[p]) for a, p in zip(ds.pairs["anchor_id"], ds.pairs["positive_id"], strict=True)}
-    src = run.items["content"].to_numpy()
-    expected = {(src[a], src[p]) for a, p in zip(run.pairs["anchor_id"], run.pairs["positive_id"], strict=True)}
-    expected |= {(src[a], src[c]) for a, c in zip(fn["anchor_id"], fn["negative_id"], strict=True)}
-    assert loaded == expected
-    with pytest.raises(NegScopeError):
-        export_beir(run, store, tmp_path / "beir.csv")
-
-
-def test_audit_log_round_trip(text_run, tmp_path: Path) -> None:
-    run, store, _, _ = text_run
-    store.undo(run.dataset_hash, annotator="bob")
-    res = export_decisions(run, store, tmp_path / "log.jsonl")
-    log = read_audit_log(res.path)
-    hist = store.history(run.dataset_hash)
-    assert list(log.columns) == list(AUDIT_FIELDS)
-    assert len(log) == len(hist) == res.rows
-    for col in ("id", "kind", "anchor_key", "candidate_key", "decision", "annotator", "note"):
-        assert log[col].tolist() == hist[col].tolist()
-    np.testing.assert_allclose(log["time_unix"], hist["time"])
-    assert log["time"].str.endswith("+00:00").all()
-    # the latest decision per key, replayed from the log, is the store's
-    replay = log.groupby(["kind", "anchor_key", "candidate_key"]).tail(1)
-    replay = replay[replay["decision"] != "cleared"].set_index(["anchor_key", "candidate_key"])["decision"]
-    latest = store.latest(run.dataset_hash).set_index(["anchor_key", "candidate_key"])["decision"]
-    pd.testing.assert_series_equal(replay.sort_index(), latest.sort_index(), check_names=False)
-    assert (audit_log(run, store)["anchor"].notna()).all()
+    fixed = corrected_from_store(run, store)
+    res = write_export(fixed, tmp_path / "out", style="triplet")
+    assert [p.as_posix() for p in res.files] == [
+        "beir/corpus.jsonl", "beir/qrels/test.tsv", "beir/queries.jsonl", "decisions.jsonl", "exclusions.jsonl",
+        "export.json", "pairs.csv",
+    ]  # fmt: skip
+    ds = load_dataset(res.path / "pairs.csv")
+    n_negatives = sum(max(len(n), 1) for n in fixed.pairs["negative_ids"])
+    assert len(ds.pairs) == res.counts["st_rows"] == n_negatives
+    beir = load_dataset(res.path / "beir")
+    assert len(beir.pairs) == res.counts["qrels_rows"]
+    log = read_audit_log(res.path / "decisions.jsonl")
+    assert list(log.columns) == list(AUDIT_FIELDS) and len(log) == store.count()
+    assert log["anchor"].notna().all() and log["id"].tolist() == sorted(log["id"])
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 1}\n')
     with pytest.raises(NegScopeError, match="missing fields"):
         read_audit_log(bad)
 
 
-def test_image_dataset_round_trip_copies_images(tmp_path: Path) -> None:
+def test_images_are_copied_beside_the_table(tmp_path: Path) -> None:
     run, _ = make_synthetic_run(tmp_path / "run", n_pairs=30, k=3, seed=3)
     write_image_files(run)
     store = ReviewStore(tmp_path / "db.sqlite")
-    g = _given(run)
-    _decide(run, store, g.iloc[[2]], "false_negative")
-    res = export_st(run, store, tmp_path / "elsewhere", add_positive_pairs=True)
-    assert res.path.name == "pairs.csv"
+    g = _given(run).iloc[2]
+    store.record(negative_row(run, int(g.anchor_id), int(g.negative_id), "false_negative", "ann"))
+    res = write_export(corrected_from_store(run, store), tmp_path / "elsewhere", formats=["st"])
     assert res.counts["images_copied"] == 30
-    ds = load_dataset(res.path)
-    assert ds.anchor_modality == "image"
-    assert len(ds.pairs) == 31
-    keys_src = set(run.items.loc[run.items["modality"] == "image", "content"])
-    assert set(ds.items.loc[ds.items["modality"] == "image", "content"]) == keys_src
+    ds = load_dataset(res.path / "pairs.csv")
+    assert ds.anchor_modality == "image" and len(ds.pairs) == 31
+    images = set(run.items.loc[run.items["modality"] == "image", "content"])
+    assert set(ds.items.loc[ds.items["modality"] == "image", "content"]) == images
 
 
-def test_cli_export_three_formats(text_run, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_export_refuses_a_non_empty_folder_and_keeps_it(text_run, tmp_path: Path) -> None:
+    run, store, _, _ = text_run
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "0000.png").write_bytes(b"stale")
+    with pytest.raises(ExportError, match="not empty"):
+        write_export(corrected_from_store(run, store), out)
+    assert [p.name for p in out.rglob("*")] == ["images", "0000.png"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no staging folder left
+    file = tmp_path / "a.csv"
+    file.write_text("x")
+    with pytest.raises(ExportError, match="is a file"):
+        write_export(corrected_from_store(run, store), file)
+    assert file.read_text() == "x"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert write_export(corrected_from_store(run, store), empty, formats=["st"]).files
+
+
+def test_export_never_writes_inside_or_over_the_dataset_folder(tmp_path: Path) -> None:
+    run, _ = make_synthetic_run(tmp_path / "data" / "run", n_pairs=20, k=2, seed=4)
+    write_image_files(run)
+    fixed = build_corrected(run, run_decisions(run, ReviewStore(tmp_path / "r.sqlite")))
+    before = {p: p.read_bytes() for p in run.path.rglob("*") if p.is_file()}
+    for out in (run.dataset_root, run.dataset_root / "corrected", run.dataset_root / "img", tmp_path / "data"):
+        for overwrite in (False, True):
+            with pytest.raises(ExportError, match="dataset or run folder"):
+                write_export(fixed, out, overwrite=overwrite)
+    assert {p: p.read_bytes() for p in run.path.rglob("*") if p.is_file()} == before
+
+
+def test_overwrite_swaps_a_new_folder_in(text_run, tmp_path: Path) -> None:
+    run, store, _, _ = text_run
+    out = tmp_path / "out"
+    (out / "beir" / "qrels").mkdir(parents=True)
+    (out / "beir" / "qrels" / "dev.tsv").write_text("stale qrels")
+    (out / "images").mkdir()
+    (out / "images" / "0000.png").write_bytes(b"stale")
+    res = write_export(corrected_from_store(run, store), out, overwrite=True)
+    assert not (out / "images").exists() and not (out / "beir" / "qrels" / "dev.tsv").exists()
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == res.files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "reviews.sqlite", "run"]  # nothing left beside
+
+
+def test_cli_export_formats_and_refusals(text_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run, store, _, _ = text_run
     db = str(store.path)
-    assert cli_main(["export", str(run.path), "--format", "st", "--out", str(tmp_path / "a.csv"), "--db", db]) == 0
-    assert "negatives_removed 3" in capsys.readouterr().out
-    assert cli_main(["export", str(run.path), "--format", "beir", "--out", str(tmp_path / "b"), "--db", db]) == 0
-    assert (
-        cli_main(["export", str(run.path), "--format", "decisions", "--out", str(tmp_path / "d.jsonl"), "--db", db])
-        == 0
-    )
-    assert len(load_dataset(tmp_path / "a.csv").pairs) == len(run.pairs)
-    assert len(load_dataset(tmp_path / "b").pairs) == len(run.pairs) + 3
-    assert len(read_audit_log(tmp_path / "d.jsonl")) == 5
-    # the default database is the workspace's
+    assert cli_main(["export", str(run.path), "--out", str(tmp_path / "a"), "--db", db, "--format", "st"]) == 0
+    out = capsys.readouterr().out
+    assert "given_negatives_removed 3" in out and "positive_pairs_added 4" in out
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["export.json", "pairs.csv"]
+    summary = json.loads((tmp_path / "a" / "export.json").read_text())
+    assert summary["counts"]["st_rows"] == len(run.pairs) + 4
+    # a non-empty folder and the dataset's own folder: exit 2, one line, nothing written
+    assert cli_main(["export", str(run.path), "--out", str(tmp_path / "a"), "--db", db]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not empty" in err and "\n" not in err
+    assert cli_main(["export", str(run.path), "--out", str(run.path / "x"), "--db", db]) == 2
+    assert "dataset or run folder" in capsys.readouterr().err
+    assert not (run.path / "x").exists()
+    assert cli_main(["export", str(run.path), "--out", str(tmp_path / "a"), "--db", db, "--overwrite",
+                     "--no-extra-positive-pairs", "--rule", "unanimous"]) == 0  # fmt: skip
+    summary = json.loads((tmp_path / "a" / "export.json").read_text())
+    assert summary["counts"]["positive_pairs_added"] == 1 and summary["options"]["extra_positive_pairs"] is False
+    # the default database is the workspace's (none yet: nothing decided)
+    assert cli_main(["export", str(run.path), "--out", str(tmp_path / "b")]) == 0
+    assert "positive_pairs_added 0" in capsys.readouterr().out
     assert not review_db_path().exists() or ReviewStore(review_db_path()).count() == 0
-    assert cli_main(["export", str(run.path), "--format", "st", "--out", str(tmp_path / "bad.txt")]) == 2
 
 
-def test_sample_round_trip(sample_run: Run, tmp_path: Path) -> None:
-    """The digits sample: image anchors, given negatives; a few decisions; the export loads back."""
+@pytest.mark.slow
+def test_sample_export_never_touches_its_source(sample_run: Run, tmp_path: Path) -> None:
+    """The digits sample: exporting into its folder is refused; elsewhere the export loads back."""
+    source = Path(sample_run.manifest["dataset_path"])
+    before = source.read_bytes()
     store = ReviewStore(tmp_path / "db.sqlite")
     g = _given(sample_run)
-    _decide(sample_run, store, g.iloc[[0, 100, 200]], "false_negative")
-    res = export_st(sample_run, store, tmp_path / "digits" / "train.csv", add_positive_pairs=True)
-    ds = load_dataset(res.path)
-    assert ds.anchor_modality == "image"
-    assert len(ds.pairs) == len(sample_run.pairs) + 3
-    n_given = int((ds.negatives["source"] == "given").sum())
-    assert res.counts["negatives_removed"] == 3
-    assert n_given >= len(g) - 3
+    store.record_many(
+        negative_row(sample_run, int(r.anchor_id), int(r.negative_id), "false_negative", "ann")
+        for r in g.iloc[[0, 100, 200]].itertuples()
+    )
+    fixed = corrected_from_store(sample_run, store)
+    with pytest.raises(ExportError):
+        write_export(fixed, source.parent, overwrite=True)
+    with pytest.raises(ExportError):
+        write_export(fixed, source.parent / "corrected")
+    assert source.read_bytes() == before
+    res = write_export(fixed, tmp_path / "digits", formats=["st"])
+    ds = load_dataset(res.path / "pairs.csv")
+    assert ds.anchor_modality == "image" and len(ds.pairs) == len(sample_run.pairs) + 3
+    assert res.counts["given_negatives_removed"] == 3
+    assert int((ds.negatives["source"] == "given").sum()) == len(g) - 3 + sum(
+        len(n) for n in fixed.pairs.loc[fixed.pairs["origin"] == "false_negative", "negative_ids"]
+    )

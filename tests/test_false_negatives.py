@@ -23,6 +23,7 @@ from analysis.detectors.false_negatives import (
     retrieval_before_after,
     robust_z,
 )
+from analysis.errors import NegScopeError
 from analysis.runs.folder import Run
 from analysis.search.index import build_index, recall_at_k
 from tests.synthetic import make_synthetic_run
@@ -299,10 +300,10 @@ def test_ann_index_recall_is_measured_and_reaches_the_target() -> None:
     x = centres[rng.integers(0, 50, 6000)] + 0.3 * rng.normal(size=(6000, 32))
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
     queries = x[:300] + 0.01
-    exact = build_index(x, kind="auto", exact_limit=10_000)
+    exact = build_index(x, kind="auto", exact_budget=float("inf"))
     assert exact.kind == "exact" and exact.recall == 1.0
     for kind in ("ivf", "hnsw"):
-        approx = build_index(x, kind=kind if kind == "hnsw" else "auto", exact_limit=1000, target_recall=0.95)
+        approx = build_index(x, kind=kind if kind == "hnsw" else "auto", exact_budget=0, target_recall=0.95)
         assert approx.kind == kind
         _, got = approx.search(queries, 10)
         _, ref = exact.search(queries, 10)
@@ -348,6 +349,37 @@ def test_cli_reports_user_errors_in_one_line(tmp_path: Path) -> None:
     assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"sources": ("given", "guessed")}, "candidate sources"),
+        ({"sources": ()}, "candidate sources"),
+        ({"mine_k": -1}, "mine_k"),
+        ({"rank_depth": 0}, "rank_depth"),
+        ({"mutual_k": 0}, "mutual_k"),
+        ({"n_clusters": 0}, "n_clusters"),
+        ({"threshold": float("nan")}, "threshold"),
+        ({"index_kind": "annoy"}, "neighbour search"),
+    ],
+)
+def test_settings_check_their_options(options: dict, message: str) -> None:
+    """The checks live in the library (the CLI and the page both build ``Settings``)."""
+    with pytest.raises(NegScopeError, match=message):
+        Settings(**options)
+
+
+def test_settings_accept_a_list_of_sources() -> None:
+    assert Settings(sources=["given", "mined"]).sources == ("given", "mined")
+
+
+def test_cli_option_errors_come_from_the_library(small, capsys) -> None:
+    run, _, _, _ = small
+    assert cli_main(["false-negatives", str(run.path), "--mine-k", "-2"]) == 2
+    assert "mine_k" in capsys.readouterr().err
+    assert cli_main(["false-negatives", str(run.path), "--sources", "given,bogus"]) == 2
+    assert "candidate sources" in capsys.readouterr().err
+
+
 def test_weights_change_the_ranking(small) -> None:
     run, truth, settings, df = small
     only_diff = Weights(sim_to_positive=0, anchor_side=0, rank=0, mutual=0, same_cluster=0, label=0, guide=0)
@@ -380,7 +412,7 @@ def test_auto_index_falls_back_to_exact_on_unclustered_data() -> None:
     rng = np.random.default_rng(9)
     x = rng.normal(size=(8000, 64)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    auto = build_index(x, kind="auto", exact_limit=1000)
+    auto = build_index(x, kind="auto", exact_budget=0)
     assert auto.kind == "exact" and "no faster than exact" in auto.note
-    forced = build_index(x, kind="ivf", exact_limit=1000)
+    forced = build_index(x, kind="ivf")
     assert forced.kind == "ivf" and forced.params["nprobe"] > forced.params["nlist"] // 8

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.detectors.labels import clean_labels, knn_evidence, label_issues, labelled_items, out_of_sample_probs
+from analysis.detectors.labels import knn_evidence, label_issues, labelled_items, out_of_sample_probs
 from analysis.errors import NegScopeError
 from analysis.runs.folder import Run, load_run, write_run
 from tests.synthetic import make_synthetic_run
@@ -34,11 +34,6 @@ def _flipped(
     labels[flip] = (labels[flip] + rng.integers(1, 10, size=flip.sum())) % 10
     run = _with_labels(run, tmp_path / "flipped", [str(v) for v in np.concatenate([labels, labels])])
     return run, flip, truth.pair_class
-
-
-def test_clean_labels_treats_missing_markers_as_none() -> None:
-    got = clean_labels(pd.Series(["3", " 4 ", "", "nan", "None", None, "<NA>", "cat"]))
-    assert got.tolist() == ["3", "4", None, None, None, None, None, "cat"]
 
 
 def test_knn_evidence_matches_a_slow_reference() -> None:

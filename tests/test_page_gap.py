@@ -34,7 +34,8 @@ def test_two_modality_page(tmp_path: Path) -> None:
     run, _ = make_synthetic_run(tmp_path / "run", n_pairs=120, gap=1.5)
     at = _page(run)
     assert at.title[0].value == "Modality gap"
-    assert len(at.latex) >= 2
+    # numbers first: the formulas are kept, folded in the expander right below the title
+    assert at.expander[0].label == "How this is computed" and len(at.expander[0].latex) >= 2
     expected = gap_metrics(run.embeddings, modality_groups(run))
     assert float(_metric(at, "Centroid distance")) == pytest.approx(expected.centroid_distance, abs=1e-3)
     assert float(_metric(at, "Separability")) > 0.9
@@ -107,3 +108,21 @@ def test_user_text_in_the_pca_hover_is_escaped(tmp_path: Path) -> None:
     specs = " ".join(chart.proto.spec for chart in at.get("plotly_chart"))
     assert "&lt;a href=" in specs
     assert '<a href=\\"http://x\\">' not in specs and '<a href="http://x">' not in specs
+
+
+def test_centroids_stand_out_of_the_points(tmp_path: Path) -> None:
+    from analysis.metrics.modality_gap import gap_pca
+    from ui.gap_plots import pca_figure
+
+    run, _ = make_synthetic_run(tmp_path / "run", n_pairs=120, gap=1.5)
+    groups = modality_groups(run)
+    pca = gap_pca(run, groups=groups, n_pairs=10)
+    for three_d in (False, True):
+        fig = pca_figure(pca, groups, run, three_d)
+        centroids = [t for t in fig.data if t.name == "centroids (gap)"]
+        points = [t for t in fig.data if t.name in groups.names]
+        assert len(centroids) == 1 and fig.data[-1].name == "centroids (gap)", "drawn last, on top"
+        marker = centroids[0].marker
+        assert marker.size >= 2.5 * max(p.marker.size for p in points)
+        assert marker.line.width >= 2 and marker.line.color == "black"
+        np.testing.assert_allclose(np.asarray(centroids[0].x, dtype=float), pca.centroids["pc1"].to_numpy(float))

@@ -61,12 +61,35 @@ def test_without_a_run_the_page_links_home() -> None:
     assert any("No run is loaded" in info.value for info in at.info)
 
 
-def test_umap_map_is_drawn_and_cached(small_run) -> None:
+def _wait_for_umap(at: AppTest, run, params: MapParams | None = None, timeout: float = 240.0) -> None:
+    """Wait for the background UMAP job to write its map, then rerun the page (as its progress fragment does)."""
+    import time
+
+    path = map_cache_path(run, params or MapParams())
+    deadline = time.monotonic() + timeout
+    while not path.is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    at.run()
+    assert not at.exception, at.exception
+
+
+@pytest.mark.slow
+def test_pca_first_then_umap_replaces_it(small_run) -> None:
     at = _app(small_run)
     at.run()
     assert not at.exception
     assert at.title[0].value == "Embedding map"
-    assert len(at.latex) >= 3
+    # numbers and the map first: the formulas are kept, folded in the expander right below the title
+    assert at.expander[0].label == "How this is computed" and len(at.expander[0].latex) >= 3
+    if not map_cache_path(small_run, MapParams()).is_file():  # the job may already be done on a fast machine
+        assert any(c.value.startswith("PCA (UMAP on its way) map") for c in at.caption)
+        pca = _figure(at)
+        expected = pca_2d(small_run.embeddings, seed=0)
+        trace = [t for t in pca["data"] if t["type"] == "scattergl"][0]
+        ids = _trace_ids(trace)
+        np.testing.assert_allclose(_arr(trace["x"]), expected[ids, 0], rtol=1e-5, atol=1e-5)
+    _wait_for_umap(at, small_run)
+    assert any(c.value.startswith("UMAP map of") for c in at.caption)
     fig = _figure(at)
     traces = [t for t in fig["data"] if t["type"] == "scattergl"]
     names = sorted(t["name"] for t in traces)

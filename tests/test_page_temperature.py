@@ -1,4 +1,4 @@
-"""AppTest of the temperature page: curves, tau slider, per-pair view, variants, geometry, teaching mode."""
+"""AppTest of the temperature page: curves, tau slider, per-pair view, variants, geometry (one view at a time)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,19 @@ def image_run(tmp_path: Path) -> Run:
     return _with_images(run)
 
 
-def _page(run: Run) -> AppTest:
+def _page(run: Run, view: str | None = None) -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=120)
     at.session_state[RUN_KEY] = str(run.path)
+    if view is not None:
+        at.session_state["temp_view"] = view
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _view(at: AppTest, view: str) -> AppTest:
+    """Switch the view selector and rerun."""
+    at.session_state["temp_view"] = view
     at.run()
     assert not at.exception, at.exception
     return at
@@ -44,26 +54,28 @@ def _metric(at: AppTest, label: str) -> str:
 def test_page_renders_with_the_learned_tau(image_run: Run) -> None:
     at = _page(image_run)
     assert at.title[0].value == "Temperature and loss"
-    assert len(at.latex) >= 3
+    # the formulas are kept, folded in the expander right below the title
+    assert at.expander[0].label == "How this is computed"
+    assert len(at.expander[0].latex) >= 4
     slider = at.select_slider(key="temp_tau")
     assert slider.value == pytest.approx(0.07)
     assert not at.error
     # two modalities: the query side can be switched
     assert at.radio(key="temp_direction").options == ["anchor → candidates", "positive → anchors"]
-    for label in (
-        "Mean loss",
-        "Effective negatives",
-        "Hardest's share",
-        "Alignment",
-        "Uniformity",
-        "Tolerance",
-    ):
-        _metric(at, label)
     assert any("symmetric" in c.value for c in at.caption)
+    # the first view computes only its own section: no gradient metrics yet
+    assert not [m for m in at.metric if m.label == "Mean loss"]
+    _view(at, "Gradient at τ")
+    for label in ("Mean loss", "Effective negatives", "Hardest's share"):
+        _metric(at, label)
+    _view(at, "Alignment & uniformity")
+    for label in ("Alignment", "Uniformity", "Tolerance"):
+        _metric(at, label)
+    assert not [m for m in at.metric if m.label == "Mean loss"]
 
 
 def test_tau_slider_changes_the_gradient(image_run: Run) -> None:
-    at = _page(image_run)
+    at = _page(image_run, "Gradient at τ")
     eff_learned = float(_metric(at, "Effective negatives"))
     options = [float(o) for o in at.select_slider(key="temp_tau").options]
     at.select_slider(key="temp_tau").set_value(options[0]).run()
@@ -75,7 +87,7 @@ def test_tau_slider_changes_the_gradient(image_run: Run) -> None:
 
 
 def test_direction_pair_view_and_variants(image_run: Run) -> None:
-    at = _page(image_run)
+    at = _page(image_run, "Gradient at τ")
     at.radio(key="temp_direction").set_value("reverse").run()
     assert not at.exception
     at.number_input(key="temp_pair_rank").set_value(3).run()
@@ -85,6 +97,7 @@ def test_direction_pair_view_and_variants(image_run: Run) -> None:
     assert any(m.value.startswith("Pair **17**") for m in at.markdown)
     at.text_input(key="temp_pair_id").set_value("no-such-pair").run()
     assert any("No pair has id" in w.value for w in at.warning)
+    _view(at, "Loss variants")
     at.slider(key="temp_tau_plus").set_value(0.2).run()
     at.slider(key="temp_beta").set_value(2.0).run()
     assert not at.exception
@@ -101,29 +114,9 @@ def test_review_decisions_show_the_false_negative_share(image_run: Run) -> None:
         Decision(run.dataset_hash, "negative", keys[anchor_of[r.pair_id]], keys[r.negative_id], "false_negative", "a")
         for r in negs.itertuples()
     )
-    at = _page(run)
+    at = _page(run, "Gradient at τ")
     assert _metric(at, "False-negative share").endswith("%")
     assert any("review decisions" in c.value for c in at.caption)
-
-
-def test_teaching_mode_places_points(image_run: Run) -> None:
-    at = _page(image_run)
-    at.radio(key="temp_toy_mode").set_value("Place by angles").run()
-    assert not at.exception
-    at.slider(key="temp_toy_n").set_value(2).run()
-    at.number_input(key="temp_toy_anchor").set_value(0.0).run()
-    at.number_input(key="temp_toy_positive").set_value(10.0).run()
-    at.number_input(key="temp_toy_neg_0").set_value(20.0).run()
-    at.number_input(key="temp_toy_neg_1").set_value(180.0).run()
-    options = [float(o) for o in at.select_slider(key="temp_toy_tau").options]
-    at.select_slider(key="temp_toy_tau").set_value(options[0]).run()
-    assert not at.exception
-    cold = float(_metric(at, "Toy effective negatives").split(" of ")[0])
-    at.select_slider(key="temp_toy_tau").set_value(options[-1]).run()
-    warm = float(_metric(at, "Toy effective negatives").split(" of ")[0])
-    assert cold < 1.05 < warm
-    at.radio(key="temp_toy_arrows").set_value("Gradient step of every point").run()
-    assert not at.exception
 
 
 def test_one_modality_run_has_forward_only(tmp_path: Path) -> None:
@@ -135,7 +128,7 @@ def test_one_modality_run_has_forward_only(tmp_path: Path) -> None:
 
 def test_too_small_run_warns_about_geometry(tmp_path: Path) -> None:
     run, _ = make_synthetic_run(tmp_path / "tiny", n_pairs=4, k=2, n_classes=2)
-    at = _page(_with_images(run))
+    at = _page(_with_images(run), "Alignment & uniformity")
     assert any("at least 10" in w.value for w in at.warning)
 
 

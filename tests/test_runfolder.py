@@ -56,7 +56,7 @@ def test_image_path_stays_inside_dataset_folder(tmp_path: Path) -> None:
         tmp_path / "r",
         manifest={"dataset_root": str(tmp_path / "data")},
         items=items,
-        embeddings=np.eye(5, 3),
+        embeddings=np.eye(5, 3) + 0.1,
         pairs=pairs,
         negatives=negs,
     )

@@ -197,5 +197,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["scores", str(tmp_path / "missing"), "--json"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    with pytest.raises(SystemExit):
-        main(["scores", str(tmp_path), "--sources", "bogus"])
+    run = make_random_run(tmp_path / "run", seed=7, two_modalities=False)
+    assert main(["scores", str(run.path), "--sources", "given,bogus"]) == 2  # checked by the library
+    err = capsys.readouterr().err
+    assert "unknown negative sources ['bogus']" in err and len(err.strip().splitlines()) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import types
@@ -15,6 +16,7 @@ import torch
 from analysis.cli import main
 from analysis.errors import NegScopeError
 from analysis.metrics import temperature as T
+from analysis.review.decisions import workspace_decisions
 from analysis.review.store import Decision, ReviewStore
 from analysis.runs.candidates import build_candidates
 from analysis.runs.folder import load_run, write_run
@@ -334,6 +336,53 @@ def test_direction_sweep_has_reverse_and_symmetric_for_two_modalities(tmp_path: 
     assert set(T.direction_sweep(one, [0.1])["direction"]) == {"forward"}
 
 
+def test_direction_sweep_checks_taus_and_directions_itself(tmp_path: Path) -> None:
+    """The checks the CLI relies on live in the library, so the app gets them too."""
+    run, _ = make_synthetic_run(tmp_path / "two", n_pairs=40)
+    for bad in ([0.0], [-0.1], [float("nan")], [float("inf")], []):
+        with pytest.raises(NegScopeError, match="temperature"):
+            T.direction_sweep(run, bad)
+    with pytest.raises(NegScopeError, match="unknown directions"):
+        T.direction_sweep(run, [0.1], directions=("sideways",))
+    one, _ = make_synthetic_run(tmp_path / "one", n_pairs=40, two_modalities=False)
+    for direction in ("reverse", "symmetric"):
+        with pytest.raises(NegScopeError, match="two-modality"):
+            T.direction_sweep(one, [0.1], directions=(direction,))
+    only = T.direction_sweep(run, [0.05, 0.1], directions=("symmetric",))
+    both = T.direction_sweep(run, [0.05, 0.1])
+    assert list(only["direction"]) == ["symmetric", "symmetric"]
+    np.testing.assert_allclose(
+        only["loss"].to_numpy(), both[both["direction"] == "symmetric"]["loss"].to_numpy(), rtol=1e-12
+    )
+
+
+def test_direction_sweep_can_require_negatives(tmp_path: Path) -> None:
+    run, _ = make_synthetic_run(tmp_path / "r", n_pairs=20)
+    empty = dataclasses.replace(run, negatives=run.negatives.iloc[:0], _cache={})
+    table = T.direction_sweep(empty, [0.1], directions="forward")
+    assert int(table["n_pairs"].iloc[0]) == 0 and np.isnan(table["loss"].iloc[0])
+    with pytest.raises(NegScopeError, match="no pair"):
+        T.direction_sweep(empty, [0.1], directions="forward", require_negatives=True)
+
+
+def test_map_row_blocks_covers_every_row_once_in_order() -> None:
+    for n_rows, n_cols, block in [(1000, 7, 100), (5, 0, 10), (0, 3, 10), (10, 50, 1)]:
+        for workers in (1, 3):
+            got = T.map_row_blocks(lambda lo, hi: (lo, hi), n_rows, n_cols, block_elements=block, workers=workers)
+            rows = max(1, block // max(n_cols, 1))
+            expected = [(lo, min(lo + rows, n_rows)) for lo in range(0, n_rows, rows)] or [(0, 0)]
+            assert got == expected
+    total = T.map_row_blocks(lambda lo, hi: np.arange(lo, hi).sum(), 997, 4, block_elements=64)
+    assert sum(total) == np.arange(997).sum()
+
+
+def test_default_taus_hold_the_learned_one(synthetic_run) -> None:
+    run, _ = synthetic_run
+    taus = T.default_taus(run)
+    assert taus == sorted(set(taus)) and round(T.learned_or_default_tau(run)[0], 6) in taus
+    assert set(T.DEFAULT_TAUS) <= set(taus)
+
+
 def test_forward_inputs_agree_with_candidates(synthetic_run) -> None:
     run, _ = synthetic_run
     cands = build_candidates(run)
@@ -364,7 +413,7 @@ def test_false_negative_table_from_review_decisions(synthetic_run) -> None:
             run.dataset_hash, "negative", keys[anchor_of[first.pair_id]], keys[first.negative_id], "negative", "ann"
         )
     )
-    table = T.false_negative_table(run)
+    table = T.false_negative_table(run, decisions=workspace_decisions(run))
     assert (table["source"] == "review").all()
     got = set(zip(table["anchor_id"], table["candidate_id"], strict=True))
     expected = {(anchor_of[r.pair_id], r.negative_id) for r in planted.iloc[1:].itertuples()}

@@ -6,6 +6,7 @@ import streamlit as st
 
 from analysis.errors import NegScopeError
 from analysis.runs.folder import Run
+from ui.safe_text import escape_text
 
 
 def show_item(run: Run, item_id: int, *, caption: str = "", width: int = 160) -> None:
@@ -15,7 +16,7 @@ def show_item(run: Run, item_id: int, *, caption: str = "", width: int = 160) ->
     """
     row = run.items.iloc[int(item_id)]
     if caption:
-        st.caption(caption)
+        st.caption(escape_text(caption))  # callers put labels and pair ids in it
     if row["modality"] == "image":
         try:
             path = run.image_path(int(item_id))
@@ -23,12 +24,12 @@ def show_item(run: Run, item_id: int, *, caption: str = "", width: int = 160) ->
                 raise OSError(f"{row['content']} is missing")
             st.image(str(path), width=width, clamp=True)
         except (NegScopeError, OSError) as exc:
-            st.warning(f"Image of item {item_id} cannot be shown: {exc}")
+            st.warning(f"Image of item {item_id} cannot be shown: {escape_text(exc)}")
         st.text(str(row["content"]))
     else:
         st.text(str(row["content"]))
-    label = row.get("label")
-    if label is not None and str(label) not in ("", "nan", "None", "<NA>"):
-        st.caption(f"item {item_id} · label {label}")
+    label = run.labels[int(item_id)]
+    if label is not None:
+        st.caption(f"item {item_id} · label {escape_text(label)}")
     else:
         st.caption(f"item {item_id}")

@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from analysis.choices import PRECISIONS
 from analysis.errors import NegScopeError
 
 NAME = "embed"
 HELP = "Embed a dataset with a checkpoint and write a run folder; prints the run folder's path last."
-#: Same as ``analysis.embedding.encoders.PRECISIONS`` (not imported here, so that ``--help`` does not load torch).
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,8 +97,6 @@ def run(args: argparse.Namespace) -> int:
     from analysis.embedding.engine import embed_to_run
 
     modality = _parse_modality(args.modality)
-    if args.batch_size < 1 or args.dataset_batch_size < 1:
-        raise NegScopeError("--batch-size and --dataset-batch-size must be positive integers")
     progress = TqdmProgress(disable=True if args.quiet else None)
     try:
         path = embed_to_run(

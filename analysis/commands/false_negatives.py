@@ -18,16 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis.detectors.false_negatives import (
-    DETECTOR_COLUMNS,
-    EVIDENCE_COLUMNS,
-    Settings,
-    find_false_negatives,
-    flag_by,
-    quality_on_truth,
-)
+from analysis.choices import INDEX_KINDS, NEGATIVE_SOURCES
 from analysis.errors import NegScopeError
-from analysis.runs.folder import NEGATIVE_SOURCES, load_run
 
 NAME = "false-negatives"
 HELP = "Rank listed and mined negatives by how likely they are false negatives; write them as CSV."
@@ -49,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-labels", action="store_true", help="do not use class labels as evidence")
     parser.add_argument("--guide", metavar="RUN2", default=None, help="run of the same data with a guide checkpoint")
     parser.add_argument(
-        "--index", choices=("auto", "exact", "ivf", "hnsw"), default="auto", help="neighbour search (auto)"
+        "--index", choices=INDEX_KINDS, default="auto", help="neighbour search (auto: from the work to do)"
     )
     flag = parser.add_mutually_exclusive_group()
     flag.add_argument("--threshold", type=float, default=0.5, help="flag when score >= this (0.5)")
@@ -72,20 +64,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _sources(value: str) -> tuple[str, ...]:
-    sources = tuple(s.strip() for s in value.split(",") if s.strip())
-    bad = [s for s in sources if s not in NEGATIVE_SOURCES]
-    if bad or not sources:
-        raise NegScopeError(f"--sources takes some of {', '.join(NEGATIVE_SOURCES)}; got {value!r}")
-    return sources
-
-
 def run(args: argparse.Namespace) -> int:
-    """Find the candidates and write them."""
-    if args.mine_k < 0 or args.rank_depth < 1 or args.mutual_k < 1:
-        raise NegScopeError("--mine-k must be >= 0, --rank-depth and --mutual-k >= 1")
+    """Find the candidates and write them (``Settings`` checks the options)."""
+    from analysis.detectors.false_negatives import (
+        DETECTOR_COLUMNS,
+        EVIDENCE_COLUMNS,
+        Settings,
+        find_false_negatives,
+        flag_by,
+        quality_on_truth,
+    )
+    from analysis.runs.folder import load_run
+
     settings = Settings(
-        sources=_sources(args.sources),
+        sources=tuple(s.strip() for s in args.sources.split(",") if s.strip()),
         mine_k=args.mine_k,
         rank_depth=args.rank_depth,
         mutual_k=args.mutual_k,

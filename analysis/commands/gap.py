@@ -15,13 +15,9 @@ one-modality dataset the groups are the anchor side and the positive side (``not
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import sys
 
-from analysis.errors import NegScopeError
-from analysis.metrics.modality_gap import DEFAULT_LAMBDAS, gap_report
-from analysis.runs.folder import load_run
+from analysis.choices import GAP_LAMBDAS
+from analysis.commands._json import write_json
 
 NAME = "gap"
 HELP = "Modality gap of a run: centroid distance and cosine, cone widths, separability, and the shift experiment."
@@ -34,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lambdas",
         type=float,
         nargs="+",
-        default=list(DEFAULT_LAMBDAS),
+        default=list(GAP_LAMBDAS),
         metavar="L",
         help="shift sizes (default -1 to 2 in steps of 0.25); the gap-closing lambda is always added",
     )
@@ -43,17 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Compute the gap report and print it."""
-    if args.tau is not None and not (math.isfinite(args.tau) and args.tau > 0):
-        raise NegScopeError(f"--tau must be a positive number, got {args.tau}")
-    bad = [x for x in args.lambdas if not math.isfinite(x)]
-    if bad:
-        raise NegScopeError(f"--lambdas must be finite numbers, got {bad}")
+    """Compute the gap report and print it (the library checks tau and the lambdas)."""
+    from analysis.metrics.modality_gap import gap_report
+    from analysis.runs.folder import load_run
+
     report = gap_report(load_run(args.run), tau=args.tau, lambdas=args.lambdas)
     data = report.to_json()
     if args.json:
-        json.dump(data, sys.stdout)
-        sys.stdout.write("\n")
+        write_json(data)
         return 0
     a, b = data["groups"]
     print(data["note"])

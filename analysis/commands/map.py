@@ -17,9 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from analysis.choices import INDEX_KINDS, INIT_METHODS, MAP_METHODS
 from analysis.errors import NegScopeError
-from analysis.maps.embedding_map import INIT_METHODS, KNN_METHODS, MAP_METHODS, MapParams, compute_map
-from analysis.runs.folder import load_run
 
 NAME = "map"
 HELP = "Write 2-D map coordinates (item_id, x, y) of a run's items, by UMAP or PCA."
@@ -37,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--learning-rate", type=float, default=None, help="UMAP initial learning rate (default: chosen from N)"
     )
     parser.add_argument("--init", choices=INIT_METHODS, default="pca", help="UMAP start layout (default: pca)")
-    parser.add_argument("--knn", choices=KNN_METHODS, default="auto", help="neighbour search (default: auto)")
+    parser.add_argument("--knn", choices=INDEX_KINDS, default="auto", help="neighbour search (default: auto, from the work to do)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0); -1: unseeded, parallel")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the run folder's cache")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -45,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compute (or read back) the map and write it."""
+    from analysis.maps.embedding_map import MapParams, compute_map
+    from analysis.runs.folder import load_run
+
     params = MapParams(
         method=args.method,
         n_neighbors=args.n_neighbors,

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from analysis.choices import NEGATIVE_SOURCES
+from analysis.commands._json import write_json
 from analysis.errors import NegScopeError
-from analysis.metrics.scores import compute_scores
-from analysis.runs.folder import NEGATIVE_SOURCES, load_run
 
 NAME = "scores"
 HELP = (
@@ -19,11 +18,8 @@ HELP = (
 
 
 def _sources(text: str) -> tuple[str, ...]:
-    names = tuple(s.strip() for s in text.split(",") if s.strip())
-    bad = [s for s in names if s not in NEGATIVE_SOURCES]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"sources must be a comma-separated subset of {','.join(NEGATIVE_SOURCES)}")
-    return names
+    """The comma-separated list (``build_candidates`` checks the names)."""
+    return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +51,10 @@ def _progress():
 
 def run(args: argparse.Namespace) -> int:
     """Compute the scores, print the summary, optionally write the per-pair CSV."""
+
+    from analysis.metrics.scores import compute_scores
+    from analysis.runs.folder import load_run
+
     loaded = load_run(args.run)
     update, bar = _progress()
     try:
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise NegScopeError(f"cannot write {args.pairs_out}: {exc}") from exc
     if args.json:
-        print(json.dumps(report.summary))
+        write_json(report.summary)
         return 0
     s = report.summary
 

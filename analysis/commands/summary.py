@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from analysis.runs.folder import load_run
-from analysis.runs.summary import run_summary
+from analysis.commands._json import write_json
 
 NAME = "summary"
 HELP = "Print a run folder's summary (items per modality, pairs, negatives per pair, dim, tau) as JSON."
@@ -19,5 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the summary."""
-    print(json.dumps(run_summary(load_run(args.run)), indent=2))
+
+    from analysis.runs.folder import load_run
+    from analysis.runs.summary import run_summary
+
+    write_json(run_summary(load_run(args.run)), indent=2)
     return 0

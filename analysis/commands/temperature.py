@@ -14,28 +14,14 @@ columns (positive gradient, top-5 share, share on known or decided false negativ
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import sys
 
-import numpy as np
-
-from analysis.errors import NegScopeError
-from analysis.metrics.temperature import (
-    DIRECTIONS,
-    false_negative_table,
-    has_two_modalities,
-    learned_or_default_tau,
-    loss_inputs,
-    sweep_inputs,
-)
-from analysis.runs.folder import load_run
+from analysis.choices import DIRECTIONS
+from analysis.commands._json import write_json
 
 NAME = "temperature"
 HELP = "InfoNCE loss, effective negatives and the hardest negative's gradient share of a run, for given taus."
 
 JSON_KEYS = ("tau", "loss", "effective_negatives", "top1_weight")
-DEFAULT_TAUS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,41 +45,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _clean(value: float) -> float | None:
+    import math
+
     value = float(value)
     return value if math.isfinite(value) else None
 
 
 def run(args: argparse.Namespace) -> int:
-    """Compute the sweep and print it."""
+    """Compute the sweep (``direction_sweep`` checks tau and the direction) and print it."""
+
+    import numpy as np
+
+    from analysis.metrics.temperature import default_taus, direction_sweep, false_negative_table
+    from analysis.review.decisions import workspace_decisions
+    from analysis.runs.folder import load_run
+
     run_ = load_run(args.run)
-    if args.tau is not None:
-        taus = [float(t) for t in args.tau]
-        bad = [t for t in taus if not (math.isfinite(t) and t > 0)]
-        if bad:
-            raise NegScopeError(f"--tau values must be positive numbers, got {bad}")
-    else:
-        learned, _ = learned_or_default_tau(run_)
-        taus = sorted({*DEFAULT_TAUS, round(learned, 6)})
-    if args.direction != "forward" and not has_two_modalities(run_):
-        raise NegScopeError(
-            f"--direction {args.direction} needs a two-modality run; {run_.run_id} has "
-            f"{run_.anchor_modality()} anchors and {run_.positive_modality()} positives"
-        )
-    fn_table = false_negative_table(run_)
-    if args.direction == "symmetric":
-        fwd = sweep_inputs(loss_inputs(run_, "forward", fn_table=fn_table), taus)
-        rev = sweep_inputs(loss_inputs(run_, "reverse", fn_table=fn_table), taus)
-        table = fwd.copy()
-        for col in fwd.columns.drop(["tau", "n_pairs"]):
-            table[col] = (fwd[col] + rev[col]) / 2
-    else:
-        table = sweep_inputs(loss_inputs(run_, args.direction, fn_table=fn_table), taus)
-    if table["n_pairs"].iloc[0] == 0:
-        raise NegScopeError(f"no pair of {run_.run_id} has a negative: the loss is not defined")
+    taus = [float(t) for t in args.tau] if args.tau is not None else default_taus(run_)
+    table = direction_sweep(
+        run_,
+        taus,
+        directions=(args.direction,),
+        fn_table=false_negative_table(run_, decisions=workspace_decisions(run_)),
+        require_negatives=True,
+    )
     if args.json:
         rows = [{key: _clean(row[key]) for key in JSON_KEYS} for _, row in table.iterrows()]
-        json.dump(rows, sys.stdout)
-        sys.stdout.write("\n")
+        write_json(rows)
         return 0
     tau_learned = run_.tau
     print(f"run {run_.run_id}: {int(table['n_pairs'].iloc[0])} pairs, direction {args.direction}", end="")

@@ -15,6 +15,20 @@ import numpy as np
 #: Extensions (lower case) that make a cell an image path.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 _MAX_PATH_CHARS = 4096
+#: Largest image (width x height) NegScope decodes: 40 megapixels (a 24 MP photo fits; a 12000 x 12000 PNG
+#: of a few hundred KB, which would decode to 432 MB of RGB, does not). Checked on the header, before decoding.
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+def image_size_problem(size: tuple[int, int], content: str) -> str | None:
+    """A message when an image of ``size`` (width, height, from its header) is too large to decode, else None."""
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        return (
+            f"the image {content[:120]!r} is {width} x {height} pixels ({width * height / 1e6:.0f} MP); "
+            f"NegScope decodes images up to {MAX_IMAGE_PIXELS / 1e6:.0f} MP: resize it"
+        )
+    return None
 
 
 def looks_like_image_path(value: str) -> bool:
@@ -121,9 +135,13 @@ def inspect_image(path: Path, content: str, *, check: bool) -> ImageResult:
 
             try:
                 with Image.open(io.BytesIO(data)) as image:
-                    image.verify()
+                    too_big = image_size_problem(image.size, content)
+                    if too_big is None:
+                        image.verify()
             except Exception as exc:  # noqa: BLE001 - PIL raises many types for a broken file
                 return ImageResult(None, f"the image {content[:120]!r} is not a readable image ({exc})")
+            if too_big is not None:
+                return ImageResult(None, too_big)
         return ImageResult(image_key_from_bytes(data), None)
     if check:
         return ImageResult(None, problem)

@@ -22,6 +22,7 @@ import pandas as pd
 from analysis.data.readers import (
     TABLE_EXTENSIONS,
     RawTable,
+    inside,
     is_beir_folder,
     is_hf_folder,
     read_beir,
@@ -115,6 +116,8 @@ def find_dataset_file(path: str | Path) -> tuple[str, Path]:
     if is_beir_folder(path):
         return "beir", path
     tables = sorted(p for p in path.iterdir() if p.suffix.lower() in TABLE_EXTENSIONS and p.is_file())
+    for table in tables:  # a table linked from outside the folder is refused, not read
+        inside(table, path, table)
     if len(tables) == 1:
         return TABLE_EXTENSIONS[tables[0].suffix.lower()], tables[0]
     if not tables:

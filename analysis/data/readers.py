@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.errors import DatasetError
+from analysis.data.paths import confined
+from analysis.errors import DatasetError, NegScopeError
 
 #: File extensions of the table formats, and the format each one is read as.
 TABLE_EXTENSIONS: dict[str, str] = {
@@ -97,6 +98,14 @@ class RawTable:
 
 
 # --------------------------------------------------------------------------------------------- bytes
+
+
+def inside(path: Path, root: Path, display: Path) -> Path:
+    """``path`` resolved (links followed), refused with a DatasetError when it leaves the folder ``root``."""
+    try:
+        return confined(path, root)
+    except NegScopeError as exc:
+        raise DatasetError(str(exc), file=display) from None
 
 
 def read_bytes(path: Path, display: Path) -> bytes:
@@ -390,6 +399,7 @@ def _read_qrels(folder: Path, display: Path) -> list[tuple[str, str, Path, int]]
     relevant: list[tuple[str, str, Path, int]] = []
     for qrels in files:
         shown = display / "qrels" / qrels.name
+        inside(qrels, folder, shown)
         data = read_bytes(qrels, shown)
         _check_not_utf16(data, shown)
         try:
@@ -439,6 +449,7 @@ def read_beir(folder: Path, display: Path) -> RawTable:
     for name in ("corpus.jsonl", "queries.jsonl"):
         if not (folder / name).is_file():
             raise DatasetError(f"a BEIR folder needs {name}; it is missing", file=display / name)
+        inside(folder / name, folder, display / name)
     relevant = _read_qrels(folder, display)
     if not relevant:
         raise DatasetError("no (query, document) pair has a score above 0", file=display / "qrels")
@@ -532,6 +543,59 @@ def is_hf_folder(folder: Path) -> bool:
     )
 
 
+def _json_file(path: Path, root: Path, display: Path) -> Any:
+    inside(path, root, display)
+    try:
+        return json.loads(read_bytes(path, display).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise DatasetError(f"not a valid JSON file ({detail})", file=display) from None
+
+
+def check_hf_files(folder: Path, display: Path) -> None:
+    """Check that every file a saved Hugging Face dataset names stays inside its folder (before any is read).
+
+    ``datasets.load_from_disk`` opens the split folders listed in ``dataset_dict.json`` and the Arrow files
+    listed in each ``state.json`` (``_data_files``) wherever they point; a hostile folder could name files
+    outside it (``../../x.arrow``, an absolute path, a symbolic link). Those are refused here.
+
+    Raises
+    ------
+    DatasetError
+        Naming the JSON file and the entry that leaves the folder, or a malformed entry.
+    """
+    root = inside(folder, folder, display)
+    split_folders = [folder]
+    if (folder / "dataset_dict.json").is_file():
+        data = _json_file(folder / "dataset_dict.json", root, display / "dataset_dict.json")
+        splits = data.get("splits") if isinstance(data, dict) else None
+        if not isinstance(splits, list) or not all(isinstance(k, str) and k for k in splits):
+            raise DatasetError("expected {\"splits\": [names of split folders]}", file=display / "dataset_dict.json")
+        split_folders = []
+        for name in splits:
+            split = folder / name
+            inside(split, root, display / "dataset_dict.json")
+            split_folders.append(split)
+    for split in split_folders:
+        shown = display / split.relative_to(folder) / "state.json" if split != folder else display / "state.json"
+        for name in ("dataset_info.json", "state.json"):
+            if (split / name).exists():
+                inside(split / name, root, shown.parent / name)
+        if not (split / "state.json").is_file():
+            continue  # datasets reports the missing file
+        state = _json_file(split / "state.json", root, shown)
+        files = state.get("_data_files") if isinstance(state, dict) else None
+        if not isinstance(files, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("filename"), str) and f["filename"] for f in files
+        ):
+            raise DatasetError('expected "_data_files": [{"filename": ...}, ...]', file=shown)
+        for entry in files:
+            name = entry["filename"]
+            if "\0" in name:
+                raise DatasetError("a data file name holds a NUL character", file=shown)
+            inside(split / name, root, shown)
+
+
 def read_hf(folder: Path, display: Path) -> RawTable:
     """Read a Hugging Face ``datasets`` folder saved with ``save_to_disk``.
 
@@ -545,6 +609,7 @@ def read_hf(folder: Path, display: Path) -> RawTable:
             "this is a saved Hugging Face dataset; reading it needs the 'datasets' package: pip install datasets",
             file=display,
         ) from None
+    check_hf_files(folder, display)
     try:
         loaded = datasets.load_from_disk(str(folder))
     except Exception as exc:  # noqa: BLE001 - any failure here is a broken folder

@@ -106,19 +106,41 @@ def content_cells(table: RawTable, column: str) -> list[str | None]:
     return out
 
 
-def _label_text(value: Any) -> str | None:
-    if value is None:
+MISSING_LABEL_TEXTS = frozenset({"", "nan", "none", "null", "<na>"})
+"""Label cells that mean "no label" (compared stripped and lower-cased), besides JSON null and NaN."""
+
+
+def normalise_label(value: Any) -> str | None:
+    """The one meaning of a class label: its stripped text, or None when the label is missing.
+
+    Missing: None, NaN (float or pandas NA), and text that is empty, blank or one of ``MISSING_LABEL_TEXTS``
+    in any case (``"null"``, ``"None"``, ``"NaN"``, ``"<NA>"``: what CSV and JSON writers put in empty
+    cells). Integral floats become integers (``3.0`` -> ``'3'``) and booleans ``'true'`` / ``'false'``.
+
+    Raises
+    ------
+    TypeError
+        For values that are not text, numbers or booleans (lists, objects, bytes).
+    """
+    if value is None or value is pd.NA:
         return None
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value)).lower()
+    if isinstance(value, float | np.floating):
+        value = float(value)
         if math.isnan(value):
             return None
         return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
-    if isinstance(value, int | str):
-        text = str(value)
-        return text if text.strip() else None
-    raise TypeError
+    if isinstance(value, int | np.integer | str):
+        text = str(value).strip()
+        return None if text.lower() in MISSING_LABEL_TEXTS else text
+    raise TypeError(f"a label cannot hold {_type_name(value)}")
+
+
+def normalise_labels(values: Any) -> np.ndarray:
+    """(N,) object array of :func:`normalise_label` over ``values`` (str, or None where missing)."""
+    return np.array([normalise_label(v) for v in list(values)], dtype=object)
+
 
 
 def label_cells(table: RawTable, column: str) -> list[str | None]:
@@ -126,7 +148,7 @@ def label_cells(table: RawTable, column: str) -> list[str | None]:
     out: list[str | None] = []
     for index, value in enumerate(table.cells[column]):
         try:
-            text = _label_text(value)
+            text = normalise_label(value)
         except TypeError:
             raise _fail(
                 table, index, column, f"the label holds {_type_name(value)}; expected text or a number"
@@ -608,6 +630,47 @@ def dataset_hash(items: pd.DataFrame, pairs: pd.DataFrame, negatives: pd.DataFra
             negatives["column"].astype(str) if "column" in negatives else pd.Series([""] * len(negatives), dtype=str)
         ),
     )
+
+
+def content_hash(items: pd.DataFrame, pairs: pd.DataFrame, negatives: pd.DataFrame) -> str:
+    """Content-only hash of a dataset: what review decisions are keyed by.
+
+    It covers the item keys of every pair's anchor and positive (with the pair ids) and of every *given*
+    negative (with its column), and nothing else: not the in-batch or mined negatives (they depend on the
+    batch size), not the checkpoint, not labels or file paths. Re-embedding the same data with another batch
+    size or checkpoint therefore gives the same value, so decisions carry over.
+
+    Parameters
+    ----------
+    items : pandas.DataFrame
+        (N rows) with ``key``.
+    pairs : pandas.DataFrame
+        (P rows) ``pair_id``, ``anchor_id``, ``positive_id``.
+    negatives : pandas.DataFrame
+        ``pair_id``, ``negative_id``, ``source`` (and optionally ``column``).
+
+    Returns
+    -------
+    str
+        sha256 hex digest.
+    """
+    keys = items["key"].astype(str).to_numpy()
+    h = hashlib.sha256(b"negscope-dataset-content-v1\n")
+
+    def feed(name: str, values: list[Any]) -> None:
+        h.update(f"{name}\0".encode())
+        h.update(json.dumps(values, ensure_ascii=True).encode("ascii"))
+        h.update(b"\0")
+
+    feed("pairs.pair_id", [str(v) for v in pairs["pair_id"].tolist()])
+    feed("pairs.anchor", keys[pairs["anchor_id"].to_numpy(np.int64)].tolist())
+    feed("pairs.positive", keys[pairs["positive_id"].to_numpy(np.int64)].tolist())
+    given = negatives[negatives["source"].astype(str) == "given"]
+    column = given["column"].astype(str).tolist() if "column" in given.columns else [""] * len(given)
+    feed("negatives.pair_id", [str(v) for v in given["pair_id"].tolist()])
+    feed("negatives.negative", keys[given["negative_id"].to_numpy(np.int64)].tolist())
+    feed("negatives.column", column)
+    return h.hexdigest()
 
 
 def _hash_tables(

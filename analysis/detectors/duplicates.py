@@ -22,11 +22,11 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from analysis.choices import DUPLICATE_THRESHOLD as DEFAULT_THRESHOLD
 from analysis.runs.folder import Run
 from analysis.search.exact import flat_index, knn
 
 SPLIT_COLUMN = "split"
-DEFAULT_THRESHOLD = 0.98
 
 DUPLICATE_COLUMNS = (
     "item_id",

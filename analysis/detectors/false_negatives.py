@@ -4,8 +4,8 @@ Candidates
     Every listed negative of every pair (sources ``given`` and ``in_batch``, and ``mined`` ones stored in
     the run), plus the ``mine_k`` corpus-wide nearest neighbours of each anchor among the items of the
     positive's modality (source ``mined``; the anchor itself and its known positives excluded). The search
-    is exact through faiss up to :data:`analysis.search.index.EXACT_LIMIT` items and IVF above, its recall
-    measured (:mod:`analysis.search.index`).
+    is exact through faiss, or IVF with its recall measured, as the one rule decides from the work (anchors x
+    items x dims; :mod:`analysis.search.rule`).
 
 Evidence for a candidate ``c`` of a pair (anchor ``a``, positive ``p``)
     ``sim_diff`` = neg_sim - pos_sim = a·c - a·p, and ``sim_ratio`` = a·c / |a·p| (shown, not scored);
@@ -49,10 +49,9 @@ import pandas as pd
 from sklearn.metrics import average_precision_score
 
 from analysis.errors import NegScopeError
-from analysis.review.store import ReviewStore
 from analysis.runs.candidates import build_candidates
 from analysis.runs.folder import NEGATIVE_SOURCES, Run
-from analysis.search.index import build_index
+from analysis.search.index import INDEX_KINDS, build_index
 
 DETECTOR_COLUMNS = ("pair_id", "anchor_id", "candidate_id", "source", "score", "flagged", "reason")
 EVIDENCE_COLUMNS = (
@@ -111,11 +110,17 @@ class Settings:
     threshold : float
         ``flagged`` is ``score >= threshold``.
     index_kind : str
-        'auto' (exact up to 200k items, IVF above), 'exact', 'ivf' or 'hnsw'.
+        'auto' (exact or IVF from the work, :func:`analysis.search.rule.choose_kind`), 'exact', 'ivf' or 'hnsw'.
     weights : Weights
         Evidence weights.
     seed : int
         Seeds k-means and the index.
+
+    Raises
+    ------
+    NegScopeError
+        When built with an unknown or empty source list, ``mine_k < 0``, ``rank_depth`` or ``mutual_k < 1``,
+        ``n_clusters < 1``, a threshold that is not a number, or an unknown ``index_kind``.
     """
 
     sources: tuple[str, ...] = NEGATIVE_SOURCES
@@ -128,6 +133,25 @@ class Settings:
     index_kind: str = "auto"
     weights: Weights = field(default_factory=Weights)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        sources = (self.sources,) if isinstance(self.sources, str) else tuple(self.sources)
+        bad = [src for src in sources if src not in NEGATIVE_SOURCES]
+        if bad or not sources:
+            raise NegScopeError(
+                f"candidate sources must be some of {', '.join(NEGATIVE_SOURCES)}; got {', '.join(sources) or 'none'}"
+            )
+        object.__setattr__(self, "sources", sources)
+        if int(self.mine_k) < 0:
+            raise NegScopeError(f"mine_k (neighbours mined per anchor) must be >= 0, got {self.mine_k}")
+        if int(self.rank_depth) < 1 or int(self.mutual_k) < 1:
+            raise NegScopeError(f"rank_depth and mutual_k must be >= 1, got {self.rank_depth} and {self.mutual_k}")
+        if self.n_clusters is not None and int(self.n_clusters) < 1:
+            raise NegScopeError(f"n_clusters must be >= 1, got {self.n_clusters}")
+        if math.isnan(float(self.threshold)):
+            raise NegScopeError("the score threshold must be a number")
+        if self.index_kind not in INDEX_KINDS:
+            raise NegScopeError(f"unknown neighbour search {self.index_kind!r}; expected one of {INDEX_KINDS}")
 
 
 @dataclass
@@ -171,7 +195,7 @@ def _neighbour_search(
     emb = run.embeddings
     n = len(run.items)
     sample = emb[anchors[np.random.default_rng(seed).permutation(len(anchors))[:500]]]
-    index = build_index(emb[corpus_ids], kind=index_kind, sample_queries=sample, seed=seed)
+    index = build_index(emb[corpus_ids], kind=index_kind, n_queries=len(anchors), sample_queries=sample, seed=seed)
     k = min(depth + max_excluded, len(corpus_ids))
     _, rows = index.search(emb[anchors], k, progress=progress)
     neighbours = np.where(rows >= 0, corpus_ids[np.maximum(rows, 0)], -1)
@@ -344,11 +368,6 @@ def flag_by(table: pd.DataFrame, *, method: str = "score", value: float = 0.5) -
     raise NegScopeError(f"unknown flag method {method!r}; expected one of {FLAG_METHODS}")
 
 
-def _clean_labels(values: pd.Series) -> np.ndarray:
-    out = values.astype("string").str.strip().to_numpy(dtype=object, na_value=None)
-    return np.array([None if (v is None or v == "" or v in ("nan", "None", "<NA>")) else v for v in out], dtype=object)
-
-
 REASON_TEXT = {
     "sim_diff": "scores close to / above the positive",
     "sim_to_positive": "looks like the positive",
@@ -395,75 +414,72 @@ def _reasons(df: pd.DataFrame, contrib: dict[str, np.ndarray], labels: np.ndarra
     return sims + "; " + evidence
 
 
-def find_false_negatives(
-    run: Run,
-    *,
-    settings: Settings | None = None,
-    guide: Run | None = None,
-    progress: Callable[[float], None] | None = None,
-) -> pd.DataFrame:
-    """Every false-negative candidate of ``run`` with its evidence and score, most suspicious first.
+@dataclass(frozen=True)
+class _RunArrays:
+    """The arrays of a run every evidence step reads."""
 
-    Parameters
-    ----------
-    run : Run
-        The run folder.
-    settings : Settings, optional
-        What to mine and how to score (defaults: :class:`Settings`).
-    guide : Run, optional
-        A run of the same dataset with a second ("guide") checkpoint; items are matched by content key.
-    progress : callable, optional
-        Called with the fraction done.
+    emb: np.ndarray  # (N, D) float32
+    modality: np.ndarray  # (N,) str
+    pair_ids: np.ndarray  # (P,)
+    anchor_of: np.ndarray  # (P,) int64 item ids
+    positive_of: np.ndarray  # (P,) int64 item ids
 
-    Returns
-    -------
-    pandas.DataFrame
-        One row per (pair, candidate): ``DETECTOR_COLUMNS`` then ``EVIDENCE_COLUMNS`` (``mutual``,
-        ``same_cluster`` and ``label_agree`` are float 1/0 with NaN where unknown), sorted by ``score``
-        descending. ``attrs["index"]`` describes the neighbour search.
-    """
-    s = settings or Settings()
-    w = s.weights
-    unknown = set(s.sources) - set(NEGATIVE_SOURCES)
-    if unknown:
-        raise NegScopeError(f"unknown candidate sources {sorted(unknown)}; expected some of {NEGATIVE_SOURCES}")
+    @property
+    def n_items(self) -> int:
+        """N."""
+        return len(self.modality)
 
-    def report(frac: float) -> None:
-        if progress is not None:
-            progress(min(1.0, max(0.0, frac)))
+    @classmethod
+    def of(cls, run: Run) -> _RunArrays:
+        """The arrays of ``run``."""
+        pairs = run.pairs
+        return cls(
+            emb=run.embeddings,
+            modality=run.items["modality"].astype(str).to_numpy(),
+            pair_ids=pairs["pair_id"].to_numpy(),
+            anchor_of=pairs["anchor_id"].to_numpy(np.int64),
+            positive_of=pairs["positive_id"].to_numpy(np.int64),
+        )
 
-    report(0.0)
-    emb = run.embeddings
-    n_items = len(run.items)
-    modality = run.items["modality"].astype(str).to_numpy()
-    pairs = run.pairs
-    pair_ids = pairs["pair_id"].to_numpy()
-    anchor_of = pairs["anchor_id"].to_numpy(np.int64)
-    positive_of = pairs["positive_id"].to_numpy(np.int64)
-    n_pairs = len(pairs)
 
-    # --- listed candidates -------------------------------------------------------------------------
-    listed = tuple(src for src in s.sources if src in NEGATIVE_SOURCES)
-    cands = build_candidates(run, sources=listed)
+@dataclass(frozen=True)
+class _CandidateRows:
+    """One row per (pair, candidate): the pair's row in ``run.pairs``, the candidate item, its source."""
+
+    pair: np.ndarray  # (M,) int64
+    item: np.ndarray  # (M,) int64
+    source: np.ndarray  # (M,) object
+
+
+def _listed_candidates(run: Run, sources: tuple[str, ...]) -> _CandidateRows:
+    """The listed negatives of every pair; a candidate listed twice for one pair keeps its first source."""
+    cands = build_candidates(run, sources=sources)
     rows, cols = np.nonzero(cands.mask)
-    cand_pair = rows.astype(np.int64)
-    cand_item = cands.neg_ids[rows, cols]
-    cand_src = cands.source_names()[rows, cols].astype(object)
-    if len(cand_pair):  # one row per (pair, candidate): a candidate listed twice keeps its first source
-        first = ~pd.DataFrame({"p": cand_pair, "c": cand_item}).duplicated().to_numpy()
-        cand_pair, cand_item, cand_src = cand_pair[first], cand_item[first], cand_src[first]
-    report(0.05)
+    pair = rows.astype(np.int64)
+    item = cands.neg_ids[rows, cols]
+    source = cands.source_names()[rows, cols].astype(object)
+    if len(pair):
+        first = ~pd.DataFrame({"p": pair, "c": item}).duplicated().to_numpy()
+        pair, item, source = pair[first], item[first], source[first]
+    return _CandidateRows(pair=pair, item=item, source=source)
 
-    # --- neighbour search per candidate modality ---------------------------------------------------
+
+def _neighbour_searches(
+    run: Run, r: _RunArrays, s: Settings, report: Callable[[float], None]
+) -> dict[str, _Search]:
+    """Each anchor's nearest items of each positive modality, its own positives and itself left out."""
+    n_pairs = len(r.anchor_of)
     exclude_keys = np.unique(
-        np.concatenate([_pair_keys(anchor_of, positive_of, n_items), _pair_keys(anchor_of, anchor_of, n_items)])
+        np.concatenate(
+            [_pair_keys(r.anchor_of, r.positive_of, r.n_items), _pair_keys(r.anchor_of, r.anchor_of, r.n_items)]
+        )
     )
-    max_excluded = int(pd.Series(positive_of).groupby(anchor_of).nunique().max()) + 1 if n_pairs else 1
+    max_excluded = int(pd.Series(r.positive_of).groupby(r.anchor_of).nunique().max()) + 1 if n_pairs else 1
     searches: dict[str, _Search] = {}
-    target_mods = sorted(set(modality[positive_of].tolist()))
+    target_mods = sorted(set(r.modality[r.positive_of].tolist()))
     for m_i, mod in enumerate(target_mods):
-        corpus_ids = np.flatnonzero(modality == mod)
-        anchors = np.unique(anchor_of[modality[positive_of] == mod])
+        corpus_ids = np.flatnonzero(r.modality == mod)
+        anchors = np.unique(r.anchor_of[r.modality[r.positive_of] == mod])
         depth = max(s.rank_depth, s.mine_k, s.mutual_k)
         searches[mod] = _neighbour_search(
             run,
@@ -476,69 +492,83 @@ def find_false_negatives(
             seed=s.seed,
             progress=lambda f, m_i=m_i: report(0.05 + 0.35 * (m_i + f) / len(target_mods)),
         )
+    return searches
 
-    # --- mined candidates --------------------------------------------------------------------------
-    if "mined" in s.sources and s.mine_k > 0 and n_pairs:
-        have = _pair_keys(cand_pair, cand_item, n_items)
-        extra_pair, extra_item = [], []
-        for search in searches.values():
-            sel = (search.ranks >= 1) & (search.ranks <= s.mine_k)
-            a_row, col = np.nonzero(sel)
-            mined_anchor = search.anchors[a_row]
-            mined_item = search.neighbours[a_row, col]
-            # expand to every pair of that anchor
-            by_anchor = pd.DataFrame({"anchor": anchor_of, "pair_row": np.arange(n_pairs)})
-            expanded = pd.DataFrame({"anchor": mined_anchor, "item": mined_item}).merge(by_anchor, on="anchor")
-            p = expanded["pair_row"].to_numpy(np.int64)
-            c = expanded["item"].to_numpy(np.int64)
-            same_mod = modality[c] == modality[positive_of[p]]
-            keys = _pair_keys(p, c, n_items)
-            new = same_mod & ~np.isin(keys, have)
-            extra_pair.append(p[new])
-            extra_item.append(c[new])
-        if extra_pair:
-            cand_pair = np.concatenate([cand_pair, *extra_pair])
-            cand_item = np.concatenate([cand_item, *extra_item])
-            cand_src = np.concatenate([cand_src, np.full(sum(len(x) for x in extra_pair), "mined", dtype=object)])
-    report(0.45)
 
-    a = anchor_of[cand_pair]
-    p = positive_of[cand_pair]
-    c = cand_item
-    m = len(c)
+def _mined_candidates(
+    r: _RunArrays, searches: dict[str, _Search], listed: _CandidateRows, mine_k: int
+) -> _CandidateRows:
+    """Each anchor's ``mine_k`` nearest non-positive items, for every pair of that anchor whose positive has
+    the item's modality, minus the pairs' listed candidates (source ``mined``)."""
+    n_pairs = len(r.anchor_of)
+    have = _pair_keys(listed.pair, listed.item, r.n_items)
+    extra_pair, extra_item = [], []
+    for search in searches.values():
+        sel = (search.ranks >= 1) & (search.ranks <= mine_k)
+        a_row, col = np.nonzero(sel)
+        mined_anchor = search.anchors[a_row]
+        mined_item = search.neighbours[a_row, col]
+        # expand to every pair of that anchor
+        by_anchor = pd.DataFrame({"anchor": r.anchor_of, "pair_row": np.arange(n_pairs)})
+        expanded = pd.DataFrame({"anchor": mined_anchor, "item": mined_item}).merge(by_anchor, on="anchor")
+        p = expanded["pair_row"].to_numpy(np.int64)
+        c = expanded["item"].to_numpy(np.int64)
+        same_mod = r.modality[c] == r.modality[r.positive_of[p]]
+        keys = _pair_keys(p, c, r.n_items)
+        new = same_mod & ~np.isin(keys, have)
+        extra_pair.append(p[new])
+        extra_item.append(c[new])
+    pair = np.concatenate(extra_pair) if extra_pair else np.zeros(0, dtype=np.int64)
+    item = np.concatenate(extra_item) if extra_item else np.zeros(0, dtype=np.int64)
+    return _CandidateRows(pair=pair, item=item, source=np.full(len(pair), "mined", dtype=object))
+
+
+def _similarity_evidence(r: _RunArrays, a: np.ndarray, p: np.ndarray, c: np.ndarray) -> dict[str, np.ndarray]:
+    """``pos_sim``, ``neg_sim``, ``sim_diff``, ``sim_ratio`` and ``sim_to_positive`` (NaN across modalities)."""
+    emb = r.emb
     pos_sim = row_dots(emb, a, emb, p)
     neg_sim = row_dots(emb, a, emb, c)
-    sim_diff = neg_sim - pos_sim
     with np.errstate(divide="ignore", invalid="ignore"):
         sim_ratio = neg_sim / np.abs(pos_sim)
-    same_mod = modality[c] == modality[p]
-    sim_to_positive = np.where(same_mod, row_dots(emb, c, emb, p), np.nan)
+    same_mod = r.modality[c] == r.modality[p]
+    return {
+        "pos_sim": pos_sim,
+        "neg_sim": neg_sim,
+        "sim_diff": neg_sim - pos_sim,
+        "sim_ratio": sim_ratio,
+        "sim_to_positive": np.where(same_mod, row_dots(emb, c, emb, p), np.nan),
+    }
 
-    # rank among the anchor's neighbours of the candidate's modality
-    depth = max(s.rank_depth, s.mine_k, s.mutual_k)
-    rank = np.full(m, depth + 1, dtype=np.int64)
+
+def _rank_evidence(
+    r: _RunArrays, searches: dict[str, _Search], a: np.ndarray, c: np.ndarray, depth: int
+) -> np.ndarray:
+    """(M,) int64 rank of c among a's neighbours of c's modality, ``depth + 1`` beyond the searched depth."""
+    rank = np.full(len(c), depth + 1, dtype=np.int64)
     for mod, search in searches.items():
         sel = search.ranks > 0
         a_row, col = np.nonzero(sel)
-        table_keys = _pair_keys(search.anchors[a_row], search.neighbours[a_row, col], n_items)
-        rows_mod = np.flatnonzero(modality[c] == mod)
-        found = _lookup(_pair_keys(a[rows_mod], c[rows_mod], n_items), table_keys, search.ranks[a_row, col], 0)
+        table_keys = _pair_keys(search.anchors[a_row], search.neighbours[a_row, col], r.n_items)
+        rows_mod = np.flatnonzero(r.modality[c] == mod)
+        found = _lookup(_pair_keys(a[rows_mod], c[rows_mod], r.n_items), table_keys, search.ranks[a_row, col], 0)
         rank[rows_mod] = np.where(found > 0, found, depth + 1)
-    report(0.5)
+    return rank
 
-    # anchor side: a · mean of the anchors paired with c (leaving out this very pair)
-    anchor_side = anchor_side_similarity(emb, anchor_of, positive_of, a, p, c)
-    report(0.55)
 
-    # mutual nearest neighbours: c in a's top mutual_k, and a in c's top mutual_k anchors
-    mutual = np.zeros(m)
-    cand_mods = sorted(set(modality[c].tolist())) if m else []
+def _mutual_evidence(r: _RunArrays, s: Settings, a: np.ndarray, c: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """(M,) float 1/0: c is among a's ``mutual_k`` nearest items and a among c's ``mutual_k`` nearest anchors."""
+    emb = r.emb
+    mutual = np.zeros(len(c))
+    cand_mods = sorted(set(r.modality[c].tolist())) if len(c) else []
     rows_close = np.flatnonzero(rank <= s.mutual_k)
-    if len(rows_close):
-        anchors_all = np.unique(anchor_of)
-        anchor_index = build_index(emb[anchors_all], kind=s.index_kind, seed=s.seed)
+    if not len(rows_close):
+        return mutual
+    anchors_all = np.unique(r.anchor_of)
+    anchor_index = build_index(
+        emb[anchors_all], kind=s.index_kind, n_queries=len(np.unique(c[rows_close])), seed=s.seed
+    )
     for mod in cand_mods:
-        rows_mod = rows_close[modality[c[rows_close]] == mod]
+        rows_mod = rows_close[r.modality[c[rows_close]] == mod]
         if not len(rows_mod):
             continue
         uc, inv = np.unique(c[rows_mod], return_inverse=True)
@@ -552,91 +582,164 @@ def find_false_negatives(
         nb_items = np.where(is_valid & (order <= s.mutual_k), nb_items, -1)
         hit = (nb_items[inv] == a[rows_mod][:, None]).any(axis=1)
         mutual[rows_mod] = hit.astype(np.float64)
-    report(0.65)
+    return mutual
 
-    # shared k-means cell with the positive (per modality)
-    same_cluster = np.full(m, np.nan)
-    for mod in cand_mods:
-        ids = np.flatnonzero(modality == mod)
-        cells = np.full(n_items, -1, dtype=np.int64)
-        cells[ids] = cluster_items(emb[ids], n_clusters=s.n_clusters, seed=s.seed)
-        rows_mod = np.flatnonzero((modality[c] == mod) & same_mod)
+
+def _cluster_evidence(r: _RunArrays, s: Settings, p: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """(M,) float 1/0: c and p share a spherical k-means cell of their modality; NaN across modalities."""
+    same_cluster = np.full(len(c), np.nan)
+    same_mod = r.modality[c] == r.modality[p]
+    for mod in sorted(set(r.modality[c].tolist())) if len(c) else []:
+        ids = np.flatnonzero(r.modality == mod)
+        cells = np.full(r.n_items, -1, dtype=np.int64)
+        cells[ids] = cluster_items(r.emb[ids], n_clusters=s.n_clusters, seed=s.seed)
+        rows_mod = np.flatnonzero((r.modality[c] == mod) & same_mod)
         same_cluster[rows_mod] = (cells[c[rows_mod]] == cells[p[rows_mod]]).astype(np.float64)
-    report(0.8)
+    return same_cluster
 
-    # label agreement
+
+def _label_evidence(
+    run: Run, a: np.ndarray, p: np.ndarray, c: np.ndarray, *, use_labels: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(M,) float 1/0 label agreement of the pair (the anchor's label, else the positive's) and c, NaN where
+    either is unlabelled; and (M,) the pair's label where known."""
+    m = len(c)
     label_agree = np.full(m, np.nan)
     pair_label = np.full(m, None, dtype=object)
-    if s.use_labels and "label" in run.items.columns and m:
-        labels = _clean_labels(run.items["label"])
+    if use_labels and "label" in run.items.columns and m:
+        labels = run.labels
         anchor_missing = np.array([x is None for x in labels[a]], dtype=bool)
         pl = np.where(anchor_missing, labels[p], labels[a])
         cl = labels[c]
         known = np.array([x is not None and y is not None for x, y in zip(pl, cl, strict=True)], dtype=bool)
         label_agree[known] = (pl[known] == cl[known]).astype(np.float64)
         pair_label = np.where(known, pl, None)
+    return label_agree, pair_label
 
-    # guide checkpoint
-    guide_diff = np.full(m, np.nan)
-    if guide is not None and m:
-        g_of_key = pd.Series(guide.items["item_id"].to_numpy(np.int64), index=guide.items["key"].astype(str))
-        g_of_key = g_of_key[~g_of_key.index.duplicated()]
-        keys = run.items["key"].astype(str).to_numpy()
-        ga, gp, gc = (g_of_key.reindex(keys[x]).to_numpy() for x in (a, p, c))
-        ok = ~(np.isnan(ga) | np.isnan(gp) | np.isnan(gc))
-        if ok.any():
-            ge = guide.embeddings
-            ia, ip, ic = (x[ok].astype(np.int64) for x in (ga, gp, gc))
-            guide_diff[ok] = row_dots(ge, ia, ge, ic) - row_dots(ge, ia, ge, ip)
-    report(0.85)
 
-    # --- combine -----------------------------------------------------------------------------------
-    ref = np.isin(cand_src, LISTED_SOURCES)
+def _guide_evidence(run: Run, guide: Run | None, a: np.ndarray, p: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """(M,) neg_sim - pos_sim under ``guide`` (items matched by content key), NaN where an item is missing."""
+    guide_diff = np.full(len(c), np.nan)
+    if guide is None or not len(c):
+        return guide_diff
+    keys = run.item_keys
+    ga, gp, gc = (guide.item_ids_for_keys(keys[x]) for x in (a, p, c))
+    ok = (ga >= 0) & (gp >= 0) & (gc >= 0)
+    if ok.any():
+        ge = guide.embeddings
+        ia, ip, ic = (x[ok] for x in (ga, gp, gc))
+        guide_diff[ok] = row_dots(ge, ia, ge, ic) - row_dots(ge, ia, ge, ip)
+    return guide_diff
+
+
+def _contributions(ev: dict[str, np.ndarray], source: np.ndarray, w: Weights) -> dict[str, np.ndarray]:
+    """Each evidence's log-odds contribution (module docstring); z-scores against the listed negatives."""
+    ref = np.isin(source, LISTED_SOURCES)
     if not ref.any():
-        ref = np.ones(m, dtype=bool)
-    neg_log_rank = -np.log(rank.astype(np.float64))
+        ref = np.ones(len(source), dtype=bool)
+    neg_log_rank = -np.log(ev["rank"].astype(np.float64))
 
     def z(x: np.ndarray) -> np.ndarray:
         return np.nan_to_num(robust_z(x, x[ref]), nan=0.0)
 
-    contrib = {
-        "sim_diff": w.sim_diff * z(sim_diff),
-        "sim_to_positive": w.sim_to_positive * z(sim_to_positive),
-        "anchor_side": w.anchor_side * z(anchor_side),
+    return {
+        "sim_diff": w.sim_diff * z(ev["sim_diff"]),
+        "sim_to_positive": w.sim_to_positive * z(ev["sim_to_positive"]),
+        "anchor_side": w.anchor_side * z(ev["anchor_side_sim"]),
         "rank": w.rank * z(neg_log_rank),
-        "mutual": w.mutual * mutual,
-        "same_cluster": w.same_cluster * np.nan_to_num(same_cluster, nan=0.0),
-        "label": w.label * np.nan_to_num(2.0 * label_agree - 1.0, nan=0.0),
-        "guide": w.guide * z(guide_diff),
+        "mutual": w.mutual * ev["mutual"],
+        "same_cluster": w.same_cluster * np.nan_to_num(ev["same_cluster"], nan=0.0),
+        "label": w.label * np.nan_to_num(2.0 * ev["label_agree"] - 1.0, nan=0.0),
+        "guide": w.guide * z(ev["guide_diff"]),
     }
-    logit = w.bias + np.sum(np.stack(list(contrib.values()), axis=0), axis=0) if m else np.zeros(0)
-    score = 1.0 / (1.0 + np.exp(-logit))
 
+
+def find_false_negatives(
+    run: Run,
+    *,
+    settings: Settings | None = None,
+    guide: Run | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> pd.DataFrame:
+    """Every false-negative candidate of ``run`` with its evidence and score, most suspicious first.
+
+    Gathers the candidates (listed, then mined), computes each piece of evidence (one function each:
+    :func:`_similarity_evidence`, :func:`_rank_evidence`, :func:`anchor_side_similarity`,
+    :func:`_mutual_evidence`, :func:`_cluster_evidence`, :func:`_label_evidence`, :func:`_guide_evidence`),
+    adds their log-odds (:func:`_contributions`) and sorts.
+
+    Parameters
+    ----------
+    run : Run
+        The run folder.
+    settings : Settings, optional
+        What to mine and how to score (defaults: :class:`Settings`; checked when built).
+    guide : Run, optional
+        A run of the same dataset with a second ("guide") checkpoint; items are matched by content key.
+    progress : callable, optional
+        Called with the fraction done.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (pair, candidate): ``DETECTOR_COLUMNS`` then ``EVIDENCE_COLUMNS`` (``mutual``,
+        ``same_cluster`` and ``label_agree`` are float 1/0 with NaN where unknown), sorted by ``score``
+        descending. ``attrs["index"]`` describes the neighbour search.
+    """
+    s = settings or Settings()
+
+    def report(frac: float) -> None:
+        if progress is not None:
+            progress(min(1.0, max(0.0, frac)))
+
+    report(0.0)
+    r = _RunArrays.of(run)
+    cands = _listed_candidates(run, s.sources)
+    report(0.05)
+    searches = _neighbour_searches(run, r, s, report)
+    if "mined" in s.sources and s.mine_k > 0 and len(r.anchor_of):
+        mined = _mined_candidates(r, searches, cands, s.mine_k)
+        if len(mined.pair):
+            cands = _CandidateRows(
+                pair=np.concatenate([cands.pair, mined.pair]),
+                item=np.concatenate([cands.item, mined.item]),
+                source=np.concatenate([cands.source, mined.source]),
+            )
+    report(0.45)
+
+    a, p, c = r.anchor_of[cands.pair], r.positive_of[cands.pair], cands.item
+    m = len(c)
+    ev = _similarity_evidence(r, a, p, c)
+    ev["rank"] = _rank_evidence(r, searches, a, c, max(s.rank_depth, s.mine_k, s.mutual_k))
+    report(0.5)
+    ev["anchor_side_sim"] = anchor_side_similarity(r.emb, r.anchor_of, r.positive_of, a, p, c)
+    report(0.55)
+    ev["mutual"] = _mutual_evidence(r, s, a, c, ev["rank"])
+    report(0.65)
+    ev["same_cluster"] = _cluster_evidence(r, s, p, c)
+    report(0.8)
+    ev["label_agree"], pair_label = _label_evidence(run, a, p, c, use_labels=s.use_labels)
+    ev["guide_diff"] = _guide_evidence(run, guide, a, p, c)
+    report(0.85)
+
+    contrib = _contributions(ev, cands.source, s.weights)
+    logit = s.weights.bias + np.sum(np.stack(list(contrib.values()), axis=0), axis=0) if m else np.zeros(0)
+    score = 1.0 / (1.0 + np.exp(-logit))
     df = pd.DataFrame(
         {
-            "pair_id": pair_ids[cand_pair],
+            "pair_id": r.pair_ids[cands.pair],
             "anchor_id": a,
             "candidate_id": c,
-            "source": pd.Series(cand_src, dtype=object).astype(str),
+            "source": pd.Series(cands.source, dtype=object).astype(str),
             "score": score,
             "flagged": score >= s.threshold,
             "reason": "",
             "positive_id": p,
-            "pos_sim": pos_sim,
-            "neg_sim": neg_sim,
-            "sim_diff": sim_diff,
-            "sim_ratio": sim_ratio,
-            "rank": rank,
-            "sim_to_positive": sim_to_positive,
-            "anchor_side_sim": anchor_side,
-            "mutual": mutual,
-            "same_cluster": same_cluster,
-            "label_agree": label_agree,
-            "guide_diff": guide_diff,
+            **{col: ev[col] for col in EVIDENCE_COLUMNS[1:-1]},
             "logit": logit,
         }
     )
-    df["reason"] = _reasons(df, contrib, np.where(label_agree == 1.0, pair_label, None))
+    df["reason"] = _reasons(df, contrib, np.where(ev["label_agree"] == 1.0, pair_label, None))
     order = np.lexsort((np.arange(m), -score))
     df = df.iloc[order].reset_index(drop=True)
     df.attrs["index"] = "; ".join(f"{mod}: {sr.description}" for mod, sr in searches.items())
@@ -696,28 +799,6 @@ def quality_on_truth(result: pd.DataFrame, truth: pd.DataFrame, *, k: int = 100)
 
 
 # --- review decisions and what they change -------------------------------------------------------------
-
-
-def negative_decisions(run: Run, store: ReviewStore) -> pd.DataFrame:
-    """The current negative-kind decisions of ``run``'s dataset, mapped to the run's item ids.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``anchor_id``, ``candidate_id``, ``anchor_key``, ``candidate_key``, ``decision``, ``annotator``,
-        ``time``, ``id`` (the store row). Decisions whose items are not in this run are left out.
-    """
-    latest = store.latest(run.dataset_hash, kind="negative")
-    cols = ["anchor_id", "candidate_id", "anchor_key", "candidate_key", "decision", "annotator", "time", "id"]
-    if latest.empty:
-        return pd.DataFrame(columns=cols)
-    item_of_key = pd.Series(run.items["item_id"].to_numpy(np.int64), index=run.items["key"].astype(str))
-    item_of_key = item_of_key[~item_of_key.index.duplicated()]
-    a = item_of_key.reindex(latest["anchor_key"].to_numpy()).to_numpy()
-    c = item_of_key.reindex(latest["candidate_key"].to_numpy()).to_numpy()
-    ok = ~(np.isnan(a) | np.isnan(c))
-    out = latest[ok].assign(anchor_id=a[ok].astype(np.int64), candidate_id=c[ok].astype(np.int64))
-    return out[cols].reset_index(drop=True)
 
 
 def with_decisions(result: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:

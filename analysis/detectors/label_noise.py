@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from analysis.choices import LABEL_NOISE_KINDS as KINDS
 from analysis.detectors.duplicates import DEFAULT_THRESHOLD, DUPLICATE_COLUMNS, near_duplicate_anchors
 from analysis.detectors.labels import LABEL_COLUMNS, label_issues
 from analysis.detectors.mismatch import MISMATCH_COLUMNS, mismatched_pairs
 from analysis.errors import NegScopeError
 from analysis.runs.folder import Run
 
-KINDS = ("mismatched_pair", "label", "duplicate")
 FLAG_COLUMNS = (
     "kind",
     "pair_id",
@@ -159,8 +159,15 @@ def detect_label_noise(
         Called with the fraction done.
     """
     unknown = set(kinds) - set(KINDS)
-    if unknown:
-        raise NegScopeError(f"unknown label-noise kinds {sorted(unknown)}; expected some of {list(KINDS)}")
+    if unknown or not len(kinds):
+        what = f"unknown label-noise kinds {sorted(unknown)}" if unknown else "no label-noise kind given"
+        raise NegScopeError(f"{what}; expected some of {list(KINDS)}")
+    if int(k) < 1 or int(n_folds) < 2:
+        raise NegScopeError(f"k must be at least 1 and n_folds at least 2, got k={k}, n_folds={n_folds}")
+    if flag_rank is not None and not flag_rank > 0:
+        raise NegScopeError(f"flag_rank must be a positive number, got {flag_rank}")
+    if not -1.0 <= float(duplicate_threshold) <= 1.0:
+        raise NegScopeError(f"duplicate_threshold is a cosine in [-1, 1], got {duplicate_threshold}")
     report = progress or (lambda _f: None)
     steps = [kind for kind in KINDS if kind in kinds]
     results: dict[str, pd.DataFrame] = {}

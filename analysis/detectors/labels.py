@@ -31,13 +31,11 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 from threadpoolctl import threadpool_limits
 
+from analysis.choices import LABEL_EXAMINE as EXAMINE
+from analysis.choices import LABEL_METHODS as METHODS
 from analysis.errors import NegScopeError
 from analysis.runs.folder import Run
 from analysis.search.exact import knn
-
-EXAMINE = ("anchors", "positives", "all")
-METHODS = ("logreg", "knn")
-MISSING_LABELS = ("", "nan", "none", "<na>", "null")
 
 LABEL_COLUMNS = (
     "item_id",
@@ -58,13 +56,6 @@ LABEL_COLUMNS = (
 )
 
 
-def clean_labels(labels: pd.Series) -> pd.Series:
-    """Labels as stripped strings, with missing markers ('', 'nan', 'None', '<NA>', 'null') as ``None``."""
-    text = labels.astype("string").str.strip()
-    missing = text.isna() | text.str.lower().isin(MISSING_LABELS)
-    return text.astype(object).where(~missing, None)
-
-
 def labelled_items(run: Run, *, examine: str = "anchors") -> pd.DataFrame:
     """The items whose labels are examined.
 
@@ -83,9 +74,7 @@ def labelled_items(run: Run, *, examine: str = "anchors") -> pd.DataFrame:
     """
     if examine not in EXAMINE:
         raise NegScopeError(f"examine must be one of {EXAMINE}, not {examine!r}")
-    labels = (
-        clean_labels(run.items["label"]) if "label" in run.items.columns else pd.Series(None, index=run.items.index)
-    )
+    labels = pd.Series(run.labels, dtype=object)  # normalised once (analysis.data.tables.normalise_label)
     first_as_anchor = run.pairs.drop_duplicates("anchor_id").set_index("anchor_id")["pair_id"]
     first_as_positive = run.pairs.drop_duplicates("positive_id").set_index("positive_id")["pair_id"]
     if examine == "anchors":

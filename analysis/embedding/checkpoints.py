@@ -29,7 +29,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from analysis.embedding.encoders import Encoder, one_line, pickle_refusal_reason, resolve_device, resolve_precision
+from analysis.embedding.encoders import (
+    Encoder,
+    one_line,
+    pickle_refusal_reason,
+    read_json,
+    resolve_device,
+    resolve_precision,
+)
 from analysis.embedding.encoders_hf import HF_DUAL_MODEL_TYPES, ST_MARKERS, hf_model_type
 from analysis.errors import CheckpointError
 
@@ -124,6 +131,63 @@ def _folder_files(folder: Path) -> list[Path]:
     return files
 
 
+def _allowed_roots(folder: Path) -> list[Path]:
+    """Where a checkpoint folder's files may lie: the folder, and for a Hugging Face cache snapshot
+    (``models--org--name/snapshots/REV``) the cache's ``blobs/`` folder its files link to."""
+    roots = [folder.resolve()]
+    if folder.parent.name == "snapshots" and (folder.parent.parent / "blobs").is_dir():
+        roots.append((folder.parent.parent / "blobs").resolve())
+    return roots
+
+
+def _confine(path: Path, folder: Path, roots: list[Path], *, what: str) -> None:
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{folder}: {what} {str(path)[:200]} cannot be resolved ({exc})") from None
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise CheckpointError(
+            f"{folder}: {what} {str(path)[:200]} leads outside the checkpoint folder (through '..', an absolute "
+            "path or a symbolic link); it is refused"
+        )
+
+
+def check_folder_files(folder: Path, files: list[Path]) -> None:
+    """Check that every file a checkpoint folder holds or names stays inside it, before any is read.
+
+    Checked: every file in the folder (a symbolic link is followed and must land inside the folder, or in the
+    ``blobs/`` folder of a Hugging Face cache snapshot); the weight shards named by ``*.index.json``
+    (``weight_map``); the module folders named by a sentence-transformers ``modules.json``.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the file or entry that leads outside the folder, or a malformed index.
+    """
+    roots = _allowed_roots(folder)
+    for file in files:
+        _confine(file, folder, roots, what="the file")
+    for index in sorted(folder.glob("*.index.json")):
+        data = read_json(index)
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) and v for v in weight_map.values()):
+            raise CheckpointError(f"{index}: expected a JSON object with a 'weight_map' of tensor name -> shard file")
+        for shard in sorted(set(weight_map.values())):
+            if "\0" in shard:
+                raise CheckpointError(f"{index}: a shard name holds a NUL character")
+            _confine(folder / shard, folder, roots, what=f"the shard named in {index.name}:")
+    modules = folder / "modules.json"
+    if modules.is_file():
+        data = read_json(modules)
+        entries = data if isinstance(data, list) else []
+        for entry in entries:
+            sub = entry.get("path") if isinstance(entry, dict) else None
+            if isinstance(sub, str) and sub:
+                if "\0" in sub:
+                    raise CheckpointError(f"{modules}: a module path holds a NUL character")
+                _confine(folder / sub, folder, roots, what="the module folder named in modules.json:")
+
+
 def _detect_folder(folder: Path) -> str:
     model_type = hf_model_type(folder)
     if model_type == DUAL_ENCODER_TYPE:
@@ -172,6 +236,7 @@ def _inspect(path: Path) -> CheckpointInfo:
     if path.is_dir():
         kind = _detect_folder(path)
         files = _folder_files(path)
+        check_folder_files(path, files)
         return CheckpointInfo(path, kind, "folder", tuple(files), checkpoint_hash(files, root=path))
     suffix = path.suffix.lower()
     if suffix in PRECOMPUTED_SUFFIXES:

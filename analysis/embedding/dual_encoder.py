@@ -20,6 +20,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,9 @@ N_SPECIAL = 2
 MAX_LOGIT_SCALE = 100.0
 
 _WORD = re.compile(r"[a-z0-9]+")
+#: Words of a text the bag-of-words tower reads; the rest is cut off, so one huge text cannot make a batch
+#: allocate (B, L, hidden) for an enormous L.
+MAX_TEXT_TOKENS = 512
 
 
 def split_words(text: str) -> list[str]:
@@ -247,9 +251,14 @@ class DualEncoder(nn.Module):
         Returns
         -------
         LongTensor
-            (B, L) with L the longest text in the batch (at least 1); 0 pads the shorter ones.
+            (B, L) with L the longest text in the batch (at least 1, at most :data:`MAX_TEXT_TOKENS`: longer
+            texts are truncated, as sentence-transformers truncates to a model's maximum length); 0 pads the
+            shorter ones.
         """
-        rows = [[self._word_ids.get(word, UNK_ID) for word in split_words(text)] for text in texts]
+        rows = [
+            [self._word_ids.get(m.group(), UNK_ID) for m in islice(_WORD.finditer(str(text).lower()), MAX_TEXT_TOKENS)]
+            for text in texts
+        ]
         length = max([len(r) for r in rows] + [1])
         out = torch.zeros((len(rows), length), dtype=torch.long)
         for i, row in enumerate(rows):
@@ -316,7 +325,7 @@ class DualEncoder(nn.Module):
         CheckpointError
             When the folder, the config or the weights are missing, unreadable or do not match.
         """
-        from safetensors import SafetensorError
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
         folder = Path(folder)
@@ -327,6 +336,8 @@ class DualEncoder(nn.Module):
             raise CheckpointError(f"{folder} is not a NegScope dual-encoder checkpoint: no {CONFIG_NAME}")
         try:
             data = json.loads(config_path.read_text(encoding="utf-8"))
+        except RecursionError:
+            raise CheckpointError(f"cannot read {config_path}: the JSON is nested too deeply") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"cannot read {config_path}: {exc}") from exc
         try:
@@ -336,27 +347,57 @@ class DualEncoder(nn.Module):
         weights_path = folder / WEIGHTS_NAME
         if not weights_path.is_file():
             raise CheckpointError(f"{folder}: {WEIGHTS_NAME} is missing")
+        # Compare the shapes the config asks for with the file's header before allocating anything: a hostile
+        # config.json could otherwise make the model allocate gigabytes that the weights never fill.
+        expected = expected_shapes(config)
+        try:
+            with safe_open(str(weights_path), framework="pt", device="cpu") as handle:
+                got = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+        except (OSError, SafetensorError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"cannot read {weights_path} as safetensors: {exc}") from exc
+        _check_shapes(expected, got, weights_path)
         try:
             state = load_file(str(weights_path), device="cpu")
         except (OSError, SafetensorError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"cannot read {weights_path} as safetensors: {exc}") from exc
-        model = cls(config)
-        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        got = {k: tuple(v.shape) for k, v in state.items()}
-        missing = sorted(set(expected) - set(got))
-        unexpected = sorted(set(got) - set(expected))
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{weights_path} does not match {CONFIG_NAME}: missing tensors {missing[:5]}, "
-                f"unexpected tensors {unexpected[:5]}"
-            )
-        wrong = [f"{k} {got[k]} (expected {expected[k]})" for k in expected if got[k] != expected[k]]
-        if wrong:
-            raise CheckpointError(f"{weights_path} does not match {CONFIG_NAME}: wrong shapes {wrong[:3]}")
         if not all(torch.is_floating_point(v) for v in state.values()):
             raise CheckpointError(f"{weights_path}: every tensor must be floating point")
+        model = cls(config)
         model.load_state_dict(state)
         return model.to(device).eval()
+
+
+def expected_shapes(config: DualEncoderConfig) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes of a :class:`DualEncoder` with this config, computed without allocating weights.
+
+    Raises
+    ------
+    CheckpointError
+        When the config is invalid.
+    """
+    try:
+        with torch.device("meta"):
+            model = DualEncoder(config)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"the dual-encoder config is invalid: {exc}") from None
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _check_shapes(expected: dict[str, tuple[int, ...]], got: dict[str, tuple[int, ...]], source: Path | str) -> None:
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source} does not match {CONFIG_NAME}: missing tensors {missing[:5]}, unexpected tensors {unexpected[:5]}"
+        )
+    wrong = [f"{k} {got[k]} (expected {expected[k]})" for k in expected if got[k] != expected[k]]
+    if wrong:
+        raise CheckpointError(f"{source} does not match {CONFIG_NAME}: wrong shapes {wrong[:3]}")
+
+
+def check_state_dict_shapes(config: DualEncoderConfig, state: dict[str, Tensor], source: Path | str) -> None:
+    """Refuse a state dict whose tensor names or shapes differ from what ``config`` builds (before building it)."""
+    _check_shapes(expected_shapes(config), {k: tuple(v.shape) for k, v in state.items()}, source)
 
 
 def is_dual_encoder_folder(folder: str | Path) -> bool:
@@ -366,6 +407,6 @@ def is_dual_encoder_folder(folder: str | Path) -> bool:
         return False
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return False
     return isinstance(data, dict) and data.get("model_type") == MODEL_TYPE

@@ -16,18 +16,20 @@ Device and precision:
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
+from analysis.choices import PRECISIONS as PRECISIONS
 from analysis.errors import CheckpointError
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
@@ -39,6 +41,29 @@ def one_line(exc: BaseException | str, *, limit: int = 300) -> str:
     """Collapse an exception's message (or a string) to one line of at most ``limit`` characters."""
     text = " ".join(_ANSI.sub("", str(exc)).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: Largest JSON file (config.json, an index, modules.json) read from a checkpoint.
+MAX_JSON_BYTES = 64 * 1024 * 1024
+
+
+def read_json(path: Path) -> Any:
+    """Parse a checkpoint's JSON file, turning every failure into a one-line CheckpointError.
+
+    Refused: a file over :data:`MAX_JSON_BYTES`, bytes that are not UTF-8, invalid JSON, JSON nested too deeply
+    for the parser (a ``RecursionError``).
+    """
+    try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise CheckpointError(f"{path} is {size:,} bytes; a checkpoint's JSON file may hold {MAX_JSON_BYTES:,}")
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except CheckpointError:
+        raise
+    except RecursionError:
+        raise CheckpointError(f"{path} is not valid JSON (nested too deeply)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {path} as JSON: {one_line(exc)}") from None
 
 
 def pickle_refusal_reason(exc: BaseException) -> str | None:

@@ -66,6 +66,8 @@ class SentenceTransformerEncoder(Encoder):
             model = SentenceTransformer(str(folder), device=str(device), local_files_only=True, trust_remote_code=False)
         except Exception as exc:  # third-party loader: any failure is a bad checkpoint for the user
             raise _load_error(folder, "sentence-transformers model", exc) from exc
+        if not isinstance(getattr(model, "max_seq_length", None), int) or not 0 < model.max_seq_length < 1_000_000:
+            model.max_seq_length = 512  # no (sane) limit in the folder: never pad a batch to a huge text
         self.model = model.eval()
         name = getattr(model, "default_prompt_name", None)
         self.prompt: str | None = (getattr(model, "prompts", None) or {}).get(name) if name else None
@@ -222,6 +224,8 @@ def hf_model_type(folder: Path) -> str | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise CheckpointError(f"{path} is not valid JSON (nested too deeply)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     value = data.get("model_type") if isinstance(data, dict) else None

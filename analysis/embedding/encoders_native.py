@@ -86,15 +86,18 @@ def load_dual_encoder_state_dict(
     CheckpointError
         When the config is not a NegScope dual-encoder config or the tensors do not match it.
     """
-    from analysis.embedding.dual_encoder import DualEncoder, DualEncoderConfig
+    from analysis.embedding.dual_encoder import DualEncoder, DualEncoderConfig, check_state_dict_shapes
 
     try:
         data = json.loads(config_path.read_text(encoding="utf-8"))
         config = DualEncoderConfig.from_dict(data)
+    except RecursionError:
+        raise CheckpointError(f"{path} holds a state dict, but {config_path} is nested too deeply") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, TypeError) as exc:
         raise CheckpointError(
             f"{path} holds a state dict, but {config_path} is not a NegScope dual-encoder config: {one_line(exc)}"
         ) from exc
+    check_state_dict_shapes(config, state, path)
     model = DualEncoder(config)
     try:
         model.load_state_dict(state, strict=True)
@@ -196,6 +199,13 @@ class PrecomputedEmbeddings(Encoder):
         if not np.isfinite(out).all():
             bad = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
             raise CheckpointError(f"{self.path}: the embedding of item {bad} holds NaN or infinite values")
+        zero = ~out.any(axis=1)
+        if zero.any():
+            bad = int(np.flatnonzero(zero)[0])
+            raise CheckpointError(
+                f"{self.path}: the embedding of item {bad} is all zeros ({int(zero.sum())} such rows); "
+                "a zero vector has no direction to compare"
+            )
         return out
 
     def _match_rows(self, items: pd.DataFrame) -> np.ndarray:
@@ -282,8 +292,8 @@ def load_precomputed(path: Path, *, content_hash: str) -> PrecomputedEmbeddings:
             raise CheckpointError(f"{path}: precomputed embeddings must be .npy, .npz or .parquet")
     except CheckpointError:
         raise
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"cannot read precomputed embeddings {path}: {one_line(exc)}") from exc
+    except Exception as exc:  # noqa: BLE001 - numpy / zipfile / pyarrow raise many types for a hostile file
+        raise CheckpointError(f"cannot read precomputed embeddings {path}: {one_line(exc)}") from None
     return PrecomputedEmbeddings(
         path=path,
         content_hash=content_hash,

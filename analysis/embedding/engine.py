@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -33,6 +34,7 @@ import torch
 from PIL import Image
 
 import analysis
+from analysis.data.images import image_size_problem
 from analysis.embedding.checkpoints import CheckpointInfo, build_encoder, inspect_checkpoint
 from analysis.embedding.encoders import Encoder, dtype_name, one_line, resolve_device, resolve_precision
 from analysis.errors import CheckpointError, DatasetError, NegScopeError, RunError
@@ -100,6 +102,9 @@ def _open_image(root: Path | None, content: str) -> Image.Image:
         raise DatasetError(f"the image path {content[:120]!r} leaves the dataset folder {root}; it is refused")
     try:
         with Image.open(path) as image:
+            too_big = image_size_problem(image.size, content)  # from the header, before decoding
+            if too_big is not None:
+                raise DatasetError(too_big, file=path)
             image.load()  # decode now; leaving the block closes the file but keeps the pixels
         if image.mode in ("RGB", "L"):
             return image
@@ -263,6 +268,17 @@ def embed_items(
 # Run folders
 
 
+def _finite_or_none(value: float | None) -> float | None:
+    """``value`` as a float when it is a finite positive number, else None (never NaN in a manifest)."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
     path = folder / "manifest.json"
     if not path.is_file():
@@ -399,6 +415,7 @@ def embed_to_run(
         ``out`` folder that holds something else.
     """
     from analysis.data.load import load_dataset
+    from analysis.data.tables import content_hash
 
     report = progress or _no_progress
     if int(batch_size) < 1:
@@ -452,13 +469,14 @@ def embed_to_run(
             "dataset_source": str(dataset.source) if getattr(dataset, "source", None) is not None else None,
             "dataset_format": getattr(dataset, "format", None),
             "dataset_hash": dataset.dataset_hash,
+            "dataset_content_hash": content_hash(dataset.items, dataset.pairs, dataset.negatives),
             "checkpoint_path": str(info.path),
             "checkpoint_hash": info.content_hash,
             "model_kind": encoder.kind,
             "dim": int(embeddings.shape[1]),
             "device": str(encoder.device),
             "dtype": encoder.dtype_name,
-            "logit_scale": encoder.logit_scale,
+            "logit_scale": _finite_or_none(encoder.logit_scale),
             "batch_size": int(batch_size),
             "options": {
                 "precision": precision,

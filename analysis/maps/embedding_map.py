@@ -28,23 +28,19 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from analysis.choices import INDEX_KINDS, INIT_METHODS, MAP_METHODS
 from analysis.errors import NegScopeError
 from analysis.runs.folder import NEGATIVE_SOURCES, Run
 from analysis.runs.workspace import workspace_dir
 from analysis.search.exact import knn, knn_graph
 
-MAP_METHODS = ("umap", "pca")
-KNN_METHODS = ("auto", "exact", "ivf", "hnsw")
-INIT_METHODS = ("pca", "spectral")
+KNN_METHODS = INDEX_KINDS
 MAP_COLUMNS = ("item_id", "x", "y")
 ROLES = ("anchor", "positive", "negative", "other")
-#: ``knn="auto"`` searches exactly while N * N * D stays below this many multiply-adds (about a second on two
-#: cores: 8.8k x 64, 3.6k x 384), and through a recall-checked IVF index above (20k x 64: 0.7 s instead of 3 s).
-EXACT_KNN_BUDGET = 5e9
 #: Recall@k an approximate neighbour index must reach on a sample (its search depth is raised until it does).
 KNN_TARGET_RECALL = 0.95
 #: Version of the map recipe; bump when a change would alter cached maps.
-_RECIPE = 4
+_RECIPE = 5
 
 Progress = Callable[[float, str], None]
 
@@ -71,7 +67,7 @@ class MapParams:
     init : {"pca", "spectral"}
         UMAP: starting layout.
     knn : {"auto", "exact", "ivf", "hnsw"}
-        UMAP: how the neighbour graph is found (``auto``: :func:`choose_knn_method`).
+        UMAP: how the neighbour graph is found (``auto``: :func:`analysis.search.rule.choose_kind`).
     seed : int or None
         Random seed; a seeded UMAP is deterministic but single-threaded, None lets numba use all cores.
     """
@@ -223,11 +219,6 @@ def _enable_numba_caching(modules: list[ModuleType | None]) -> None:
                     continue
 
 
-def choose_knn_method(n: int, d: int) -> str:
-    """``"exact"`` when searching all pairs costs at most ``EXACT_KNN_BUDGET`` multiply-adds, else ``"ivf"``."""
-    return "exact" if float(n) * float(n) * float(d) <= EXACT_KNN_BUDGET else "ivf"
-
-
 def umap_knn(
     vectors: np.ndarray,
     n_neighbors: int,
@@ -245,9 +236,10 @@ def umap_knn(
     n_neighbors : int
         Columns of the result (itself included, as umap-learn counts them).
     method : {"auto", "exact", "ivf", "hnsw"}
-        Exact faiss search, or an approximate faiss index (IVF from :func:`analysis.search.index.build_ivf`,
-        HNSW from :func:`analysis.search.index.build_index`) whose search depth is raised until its recall@k
-        on a sample of rows reaches ``KNN_TARGET_RECALL``. ``auto``: :func:`choose_knn_method`.
+        Exact faiss search, or an approximate faiss index (IVF or HNSW, :func:`analysis.search.index.build_index`)
+        whose search depth is raised until its recall@k on a sample of rows reaches ``KNN_TARGET_RECALL``.
+        ``auto``: the one rule, :func:`analysis.search.rule.choose_kind` on the work N x N x D (an IVF index
+        that would need more than 1/8 of its cells probed falls back to exact search).
     seed : int
         Seeds the IVF k-means and the recall sample.
     progress : callable, optional
@@ -263,45 +255,36 @@ def umap_knn(
     description : str
         How the neighbours were found (and the measured recall of an approximate index).
     """
-    from analysis.search.index import SearchIndex, build_index, build_ivf, tune_depth
+    from analysis.search.index import build_index
+    from analysis.search.rule import resolve_kind
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, d = vectors.shape
     k = int(min(n_neighbors, n)) - 1
-    if method == "auto":
-        method = choose_knn_method(n, d)
+    chosen = resolve_kind(method, n, n, d)  # checks the name; "auto" -> the rule
     report = progress or (lambda _f: None)
     index = None
     description = f"exact {k}-NN (faiss IndexFlatIP)"
-    if method == "ivf":
-        # Like analysis.search.index.build_index, but the probe depth starts low: on clustered embeddings a
-        # few cells already reach the target recall, and the search time grows with the depth.
-        ivf = build_ivf(vectors, seed=int(seed or 0))
-        report(0.1)
-        rng = np.random.default_rng(int(seed or 0) + 1)
-        sample = vectors[np.sort(rng.choice(n, size=min(500, n), replace=False))]
-        _, exact_ids = knn(sample, vectors, k + 1)
-        depth, recall = tune_depth(
-            ivf, "ivf", sample, exact_ids, start=2, limit=int(ivf.nlist), target_recall=KNN_TARGET_RECALL
-        )
-        built = SearchIndex(ivf, "ivf", recall, k + 1, {"nlist": int(ivf.nlist), "nprobe": depth})
-        index = built.index
-        description = f"approximate {k}-NN: {built.describe()}"
-    elif method == "hnsw":
+    offset = {"ivf": 0.15, "hnsw": 0.5}.get(chosen, 0.0)
+    if chosen != "exact":
+        # The IVF probe depth starts low: on clustered embeddings a few cells already reach the target recall,
+        # and the search time grows with the depth.
         built = build_index(
             vectors,
-            kind="hnsw",
+            kind=method,
+            n_queries=n,
             recall_k=k + 1,
             target_recall=KNN_TARGET_RECALL,
+            start_depth=2 if chosen == "ivf" else None,
             seed=int(seed or 0),
-            progress=lambda f: report(0.5 * f),
+            progress=lambda f: report(offset * f),
         )
         index = built.index
-        description = f"approximate {k}-NN: {built.describe()}"
-    elif method != "exact":
-        raise NegScopeError(f"unknown kNN method {method!r}; expected one of {', '.join(KNN_METHODS)}")
-    report(0.15 if method == "ivf" else 0.5 if method == "hnsw" else 0.0)
-    offset = {"ivf": 0.15, "hnsw": 0.5}.get(method, 0.0)
+        if built.kind == "exact":  # auto, and IVF was no faster on this data
+            description += f"; {built.note}"
+        else:
+            description = f"approximate {k}-NN: {built.describe()}"
+    report(offset)
     sims, ids = knn_graph(vectors, k, index=index, progress=lambda f: report(offset + (1.0 - offset) * f))
     dists = np.sqrt(np.maximum(2.0 - 2.0 * sims, 0.0)).astype(np.float32)
     dists[ids < 0] = np.inf  # umap-learn skips -1 neighbours
@@ -610,8 +593,7 @@ def item_attributes(run: Run) -> pd.DataFrame:
     """
     n = len(run.items)
     items = run.items
-    labels = items["label"].astype("string").fillna("").str.strip()
-    labels = labels.mask(labels.isin(["", "nan", "None", "<NA>"]), "(none)")
+    labels = pd.Series(run.labels, dtype=object).fillna("(none)")
     anchors = run.pairs["anchor_id"].to_numpy(np.int64)
     positives = run.pairs["positive_id"].to_numpy(np.int64)
     negatives = run.negatives["negative_id"].to_numpy(np.int64)
@@ -670,7 +652,7 @@ _STATUS_OF = {
 
 
 def review_status(run: Run, latest: pd.DataFrame) -> np.ndarray:
-    """Each item's review status from the current decisions (``ReviewStore.latest(run.dataset_hash)``).
+    """Each item's review status from the current decisions (:func:`analysis.review.decisions.run_decisions`).
 
     A negative decision marks its candidate, a pair decision its positive, a label decision its item.
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from analysis.data.tables import normalise_labels
 from analysis.runs.folder import Run
 
 MIN_PAIRS = 10
@@ -125,8 +126,8 @@ def tolerance(x: np.ndarray, labels: np.ndarray | pd.Series) -> float:
         The tolerance, or NaN when fewer than ``MIN_PAIRS`` same-label pairs exist.
     """
     x = _normalise(x).astype(np.float64)
-    lab = pd.Series(np.asarray(labels, dtype=object))
-    known = lab.notna() & ~lab.astype(str).isin(["", "nan", "None", "<NA>"])
+    lab = pd.Series(normalise_labels(np.asarray(labels, dtype=object).tolist()), dtype=object)
+    known = lab.notna()
     if not known.any():
         return float("nan")
     codes, _ = pd.factorize(lab[known].astype(str))
@@ -170,10 +171,6 @@ class GeometryReport:
     messages: list[str] = field(default_factory=list)
 
 
-def _has_label(labels: pd.Series) -> pd.Series:
-    return labels.notna() & ~labels.astype(str).isin(["", "nan", "None", "<NA>"])
-
-
 def geometry_report(run: Run, *, embeddings: np.ndarray | None = None) -> GeometryReport:
     """Alignment, uniformity (overall and per group) and tolerance of a run.
 
@@ -203,9 +200,9 @@ def geometry_report(run: Run, *, embeddings: np.ndarray | None = None) -> Geomet
         is_anchor[anchors] = True
         groups = {"anchor side": np.flatnonzero(is_anchor), "other side": np.flatnonzero(~is_anchor)}
     by_group = {name: uniformity(emb[idx]) for name, idx in groups.items()}
-    labels = run.items["label"]
-    n_labelled = int(_has_label(labels).sum())
-    tol = tolerance(emb, labels.to_numpy(dtype=object))
+    labels = run.labels
+    n_labelled = int(sum(v is not None for v in labels))
+    tol = tolerance(emb, labels)
     if np.isnan(tol):
         if n_labelled == 0:
             messages.append("tolerance needs class labels; this dataset has none.")

@@ -38,13 +38,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from threadpoolctl import threadpool_limits
 
+from analysis.choices import GAP_LAMBDAS as DEFAULT_LAMBDAS
 from analysis.errors import NegScopeError
 from analysis.metrics.temperature import learned_or_default_tau, sweep
 from analysis.runs.candidates import build_candidates
 from analysis.runs.folder import Run
 from analysis.search.exact import knn
 
-DEFAULT_LAMBDAS = tuple(float(x) for x in np.round(np.linspace(-1.0, 2.0, 13), 4))
 MIN_PER_GROUP = 10
 
 
@@ -552,7 +552,18 @@ def gap_report(
     lambdas: tuple[float, ...] | list[float] = DEFAULT_LAMBDAS,
     progress: Callable[[float], None] | None = None,
 ) -> GapReport:
-    """Groups, metrics and the shift experiment of a run (tau: the learned one, else 0.07)."""
+    """Groups, metrics and the shift experiment of a run (tau: the learned one, else 0.07).
+
+    Raises
+    ------
+    NegScopeError
+        When ``tau`` is not a positive number or a lambda is not finite (checked before any work).
+    """
+    if tau is not None and not (np.isfinite(tau) and tau > 0):
+        raise NegScopeError(f"tau must be a positive number, got {tau}")
+    bad = [x for x in lambdas if not np.isfinite(x)]
+    if bad:
+        raise NegScopeError(f"the shift sizes (lambdas) must be finite numbers, got {bad}")
     learned, is_learned = learned_or_default_tau(run)
     use_tau = float(tau) if tau is not None else learned
     groups = modality_groups(run)

@@ -43,19 +43,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 import torch
 
+from analysis.choices import DIRECTIONS as DIRECTIONS
 from analysis.errors import NegScopeError
-from analysis.review.store import ReviewStore
-from analysis.runs import workspace
 from analysis.runs.candidates import Candidates, build_candidates
 from analysis.runs.folder import Run
 
-DIRECTIONS = ("forward", "reverse", "symmetric")
+_T = TypeVar("_T")
 VARIANTS = ("infonce", "fn_removed", "debiased", "hard", "hcl")
 VARIANT_LABELS = {
     "infonce": "InfoNCE",
@@ -251,8 +250,7 @@ def false_negative_table(
     run: Run,
     *,
     use_truth: bool = True,
-    use_review: bool = True,
-    review_db: str | Path | None = None,
+    decisions: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Known (sample truth) and decided (review) false negatives of a run, as (anchor, candidate) item ids.
 
@@ -262,11 +260,10 @@ def false_negative_table(
         The run.
     use_truth : bool
         Read ``analysis.data.truth.negative_truth(run)`` (rows with ``is_false_negative``), where it exists.
-    use_review : bool
-        Read the review database's latest ``negative`` decisions equal to ``false_negative`` (keys are
-        ``items.key`` of the anchor and the candidate).
-    review_db : str or Path, optional
-        The review database; defaults to ``workspace.review_db_path()``. Not created when missing.
+    decisions : pandas.DataFrame, optional
+        The current review decisions (:func:`analysis.review.decisions.run_decisions`, or
+        ``workspace_decisions``): ``negative`` ones decided ``false_negative`` count, matched to every item
+        holding the anchor's and the candidate's content keys. None: no review decisions.
 
     Returns
     -------
@@ -291,23 +288,20 @@ def false_negative_table(
                     }
                 )
             )
-    if use_review:
-        path = Path(review_db) if review_db is not None else workspace.review_db_path()
-        if path.is_file():
-            latest = ReviewStore(path).latest(run.dataset_hash, kind="negative")
-            if not latest.empty:
-                decided = latest[latest["decision"] == "false_negative"]
-                ids_of_key = run.items.groupby("key", sort=False)["item_id"].agg(list)
-                a = ids_of_key.reindex(decided["anchor_key"].to_numpy())
-                c = ids_of_key.reindex(decided["candidate_key"].to_numpy())
-                rows = [
-                    (int(x), int(y))
-                    for aa, cc in zip(a.to_numpy(), c.to_numpy(), strict=True)
-                    if isinstance(aa, list) and isinstance(cc, list)
-                    for x in aa
-                    for y in cc
-                ]
-                frames.append(pd.DataFrame(rows, columns=["anchor_id", "candidate_id"]).assign(source="review"))
+    if decisions is not None and len(decisions):
+        decided = decisions[(decisions["kind"] == "negative") & (decisions["decision"] == "false_negative")]
+        a = run.items_for_keys(decided["anchor_key"].astype(str))
+        c = run.items_for_keys(decided["candidate_key"].astype(str))
+        both = a.merge(c, on="position", suffixes=("_a", "_c"))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "anchor_id": both["item_id_a"].to_numpy(np.int64),
+                    "candidate_id": both["item_id_c"].to_numpy(np.int64),
+                    "source": "review",
+                }
+            )
+        )
     if not frames:
         return pd.DataFrame(
             {
@@ -373,6 +367,35 @@ def _prepare(pos_sim: np.ndarray, neg_sim: np.ndarray, device: str | torch.devic
 
 STAT_NAMES = ("loss", "positive_gradient", "effective_negatives", "top1_weight", "top5_weight", "false_negative_weight")
 BLOCK_ELEMENTS = 32_768  # torch's intra-op grain size: smaller ops run serially, without any thread hand-off
+
+
+def map_row_blocks(
+    fn: Callable[[int, int], _T],
+    n_rows: int,
+    n_cols: int,
+    *,
+    block_elements: int = BLOCK_ELEMENTS,
+    workers: int | None = None,
+    name: str = "negscope-blocks",
+) -> list[_T]:
+    """``fn(lo, hi)`` for consecutive blocks of rows of a (n_rows, n_cols) problem, in a small thread pool.
+
+    Each block holds about ``block_elements`` elements (at least one row; one empty block ``(0, 0)`` when
+    there are no rows). The blocks run on ``workers`` threads (default: torch's intra-op thread count), each
+    with small serial torch ops, so the working set stays in cache and no op waits for a thread hand-off (on
+    a busy machine torch's own intra-op parallelism made these loops several times slower). Even with one
+    worker the blocks run in a pool thread: measured faster than torch ops from the main thread.
+
+    Returns
+    -------
+    list
+        The results, in block order.
+    """
+    rows = max(1, block_elements // max(n_cols, 1))
+    blocks = [(lo, min(lo + rows, n_rows)) for lo in range(0, n_rows, rows)] or [(0, 0)]
+    n_workers = max(1, min(len(blocks), workers or torch.get_num_threads()))
+    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix=name) as pool:
+        return list(pool.map(lambda bounds: fn(*bounds), blocks))
 
 
 def _stats_from_sums(
@@ -453,10 +476,8 @@ def _sweep_kernel(
 ) -> dict[str, np.ndarray]:
     """The hot loop of :func:`sweep`, for pairs that all have at least one negative: mean statistics per tau.
 
-    On the CPU the pairs are cut into blocks of about ``block_elements`` similarities. Each block is handled by
-    one of ``workers`` threads (default: torch's intra-op thread count), tau by tau, with small serial ops into
-    preallocated buffers, so the working set stays in cache and no op waits for a thread hand-off (on a busy
-    machine torch's own intra-op parallelism made this loop several times slower). On another device (CUDA)
+    On the CPU the pairs are cut into blocks of about ``block_elements`` similarities (:func:`map_row_blocks`),
+    each handled tau by tau with small serial ops into preallocated buffers. On another device (CUDA)
     everything runs as large vectorised ops instead (``vectorised=True`` forces that path anywhere).
     """
     p, k = d.shape
@@ -468,20 +489,14 @@ def _sweep_kernel(
         zf = (e * fn_f).sum(dim=2) if fn_f is not None else None
         stats = _stats_from_sums(z, zs, zf, pos, d, hardest, inv)
         return {key: value.double().mean(dim=1).cpu().numpy() for key, value in stats.items()}
-    rows = max(1, block_elements // max(k, 1))
-    blocks = [(lo, min(lo + rows, p)) for lo in range(0, p, rows)]
     inv_values = [float(x) for x in inv]
 
-    def run_block(bounds: tuple[int, int]) -> dict[str, torch.Tensor]:
-        lo, hi = bounds
+    def run_block(lo: int, hi: int) -> dict[str, torch.Tensor]:
         return _block_sums(
             pos[lo:hi], d[lo:hi], s0[lo:hi], hardest[lo:hi], None if fn_f is None else fn_f[lo:hi], inv_values, inv
         )
 
-    n_workers = max(1, min(len(blocks), workers or torch.get_num_threads()))
-    # even with one worker the loop runs in a pool thread: measured faster than torch ops from the main thread
-    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="negscope-sweep") as pool:
-        parts = list(pool.map(run_block, blocks))
+    parts = map_row_blocks(run_block, p, k, block_elements=block_elements, workers=workers, name="negscope-sweep")
     return {key: (sum(part[key] for part in parts) / p).numpy() for key in parts[0]}
 
 
@@ -540,27 +555,89 @@ def sweep_inputs(inputs: LossInputs, taus: np.ndarray | list[float], *, device: 
     return sweep(inputs.pos_sim, inputs.neg_sim, taus, false_negative=inputs.false_negative, device=device)
 
 
+def check_directions(run: Run, directions: tuple[str, ...] | list[str] | str | None) -> tuple[str, ...]:
+    """The directions to compute for ``run``: every one it has when None, else ``directions`` after checks.
+
+    Raises
+    ------
+    NegScopeError
+        An unknown direction, none at all, or ``reverse`` / ``symmetric`` on a one-modality run.
+    """
+    if directions is None:
+        return DIRECTIONS if has_two_modalities(run) else ("forward",)
+    directions = (directions,) if isinstance(directions, str) else tuple(directions)
+    bad = [d for d in directions if d not in DIRECTIONS]
+    if bad or not directions:
+        raise NegScopeError(f"unknown directions {bad}; expected some of {', '.join(DIRECTIONS)}")
+    two_sided = [d for d in directions if d != "forward"]
+    if two_sided and not has_two_modalities(run):
+        raise NegScopeError(
+            f"direction {two_sided[0]} needs a two-modality run; {run.run_id} has "
+            f"{run.anchor_modality()} anchors and {run.positive_modality()} positives"
+        )
+    return directions
+
+
+DEFAULT_TAUS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def default_taus(run: Run) -> list[float]:
+    """``DEFAULT_TAUS`` and the run's learned tau (or ``DEFAULT_TAU``), ascending, without repeats."""
+    learned, _ = learned_or_default_tau(run)
+    return sorted({*DEFAULT_TAUS, round(learned, 6)})
+
+
 def direction_sweep(
     run: Run,
     taus: np.ndarray | list[float],
     *,
+    directions: tuple[str, ...] | list[str] | str | None = None,
     fn_table: pd.DataFrame | None = None,
     device: str = "cpu",
+    require_negatives: bool = False,
 ) -> pd.DataFrame:
-    """:func:`sweep` for every direction the run has, stacked with a ``direction`` column.
+    """:func:`sweep` for each direction, stacked with a ``direction`` column (directions in ``DIRECTIONS`` order).
 
-    One-modality runs get ``forward`` only. Two-modality runs also get ``reverse`` and ``symmetric`` (every
-    statistic the mean of the two directions', which for the loss is the CLIP objective).
+    Parameters
+    ----------
+    run : Run
+    taus : array-like
+        (T,) positive temperatures (checked before any work).
+    directions : sequence of str, optional
+        Some of ``DIRECTIONS``; default every direction the run has: ``forward`` for one-modality runs, also
+        ``reverse`` and ``symmetric`` (every statistic the mean of the two directions', which for the loss is
+        the CLIP objective) for two-modality runs.
+    fn_table : pandas.DataFrame, optional
+        Known or decided false negatives (:func:`false_negative_table`).
+    device : str
+        Where to compute.
+    require_negatives : bool
+        Raise ``NegScopeError`` when no pair has a negative (the loss is then undefined) instead of returning
+        rows with ``n_pairs == 0``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``direction`` and ``SWEEP_COLUMNS``, one row per (direction, tau); a symmetric row's ``n_pairs`` is the
+        smaller of the two directions'.
     """
+    taus = _check_taus(taus)
+    wanted = check_directions(run, directions)
     cands = build_candidates(run)
-    fwd = sweep_inputs(forward_inputs(run, cands=cands, fn_table=fn_table), taus, device=device)
-    frames = [fwd.assign(direction="forward")]
-    if has_two_modalities(run):
-        rev = sweep_inputs(reverse_inputs(run, cands=cands, fn_table=fn_table), taus, device=device)
+    tables: dict[str, pd.DataFrame] = {}
+    if "forward" in wanted or "symmetric" in wanted:
+        tables["forward"] = sweep_inputs(forward_inputs(run, cands=cands, fn_table=fn_table), taus, device=device)
+    if "reverse" in wanted or "symmetric" in wanted:
+        tables["reverse"] = sweep_inputs(reverse_inputs(run, cands=cands, fn_table=fn_table), taus, device=device)
+    if "symmetric" in wanted:
+        fwd, rev = tables["forward"], tables["reverse"]
         sym = (fwd.drop(columns="n_pairs") + rev.drop(columns="n_pairs")) / 2
         sym["tau"] = fwd["tau"]
         sym["n_pairs"] = np.minimum(fwd["n_pairs"], rev["n_pairs"])
-        frames += [rev.assign(direction="reverse"), sym.assign(direction="symmetric")]
+        tables["symmetric"] = sym
+    if require_negatives and any(int(tables[d]["n_pairs"].iloc[0]) == 0 for d in wanted):
+        raise NegScopeError(f"no pair of {run.run_id} has a negative: the loss is not defined")
+    frames = [tables[d].assign(direction=d) for d in DIRECTIONS if d in wanted]
     return pd.concat(frames, ignore_index=True)[["direction", *SWEEP_COLUMNS]]
 
 
@@ -629,16 +706,11 @@ def pair_stats(
         raise NegScopeError(f"pos_sim {pos_sim.shape} and neg_sim {neg_sim.shape} do not match as (P,), (P, K)")
     fn = None if false_negative is None else np.asarray(false_negative, dtype=bool)
     p, k = neg_sim.shape
-    rows = max(1, BLOCK_ELEMENTS // max(k, 1))
-    blocks = [(lo, min(lo + rows, p)) for lo in range(0, p, rows)] or [(0, 0)]
 
-    def run_block(bounds: tuple[int, int]) -> dict[str, np.ndarray]:
-        lo, hi = bounds
+    def run_block(lo: int, hi: int) -> dict[str, np.ndarray]:
         return _pair_stats_block(pos_sim[lo:hi], neg_sim[lo:hi], None if fn is None else fn[lo:hi], tau)
 
-    n_workers = max(1, min(len(blocks), torch.get_num_threads()))
-    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="negscope-pairs") as pool:
-        parts = list(pool.map(run_block, blocks))
+    parts = map_row_blocks(run_block, p, k, name="negscope-pairs")
     return PairStats(tau=tau, **{key: np.concatenate([part[key] for part in parts]) for key in parts[0]})
 
 
@@ -865,21 +937,16 @@ def _variant_blocks(
     variants: tuple[str, ...],
     block_elements: int = BLOCK_ELEMENTS // 2,
 ) -> dict[str, np.ndarray]:
-    """:func:`_variant_kernel` over blocks of rows in a small thread pool (see :func:`_sweep_kernel` for why)."""
+    """:func:`_variant_kernel` over blocks of rows (:func:`map_row_blocks`)."""
     p, k = neg.shape
-    rows = max(1, block_elements // max(k, 1))
-    blocks = [(lo, min(lo + rows, p)) for lo in range(0, p, rows)] or [(0, 0)]
 
-    def run_block(bounds: tuple[int, int]) -> dict[str, np.ndarray]:
-        lo, hi = bounds
+    def run_block(lo: int, hi: int) -> dict[str, np.ndarray]:
         part_kept = None if kept is None else kept[lo:hi]
         return _variant_kernel(
             pos[lo:hi], neg[lo:hi], mask[lo:hi], part_kept, tau, tau_plus=tau_plus, beta=beta, variants=variants
         )
 
-    n_workers = max(1, min(len(blocks), torch.get_num_threads()))
-    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="negscope-variants") as pool:
-        parts = list(pool.map(run_block, blocks))
+    parts = map_row_blocks(run_block, p, k, block_elements=block_elements, name="negscope-variants")
     return {v: np.concatenate([part[v] for part in parts]) for v in variants}
 
 

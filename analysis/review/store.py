@@ -1,14 +1,19 @@
 """The review database: an append-only SQLite log of annotators' decisions (WAL mode).
 
-Each row is one decision. The latest row for a (dataset_hash, kind, anchor_key, candidate_key) wins; the
-earlier rows are the audit trail and make undo possible. Keys are item content hashes (``items.key``), so
-decisions survive re-embedding with another checkpoint.
+Each row is one decision. The earlier rows are the audit trail and make undo possible; which row counts
+is decided by :mod:`analysis.review.decisions` (the adjudication rules; :meth:`ReviewStore.latest` is the
+"latest" rule). Keys are item content hashes (``items.key``) and ``dataset_hash`` is the dataset's
+content-only hash (``Run.content_hash``), so decisions survive re-embedding with another checkpoint or
+batch size. Every read accepts several dataset hashes, so rows written under a run's older
+``dataset_hash`` (databases from before the content hash) are read too.
 
 Kinds and their decisions:
 
 - ``negative`` (anchor, candidate negative): ``false_negative`` | ``negative`` | ``unsure`` | ``cleared``
 - ``pair`` (anchor, positive): ``mismatched`` | ``ok`` | ``unsure`` | ``cleared``
 - ``label`` (item, ``''``): ``relabel`` (with ``label`` = the corrected class) | ``ok`` | ``cleared``
+- ``duplicate`` (item, the item it duplicates; the item itself for its repeated pairs):
+  ``duplicate`` | ``not_duplicate`` | ``unsure`` | ``cleared``
 
 ``cleared`` is what undo writes when there was no earlier decision: the pair of items counts as undecided.
 
@@ -40,7 +45,11 @@ DECISIONS: dict[str, tuple[str, ...]] = {
     "negative": ("false_negative", "negative", "unsure", "cleared"),
     "pair": ("mismatched", "ok", "unsure", "cleared"),
     "label": ("relabel", "ok", "cleared"),
+    "duplicate": ("duplicate", "not_duplicate", "unsure", "cleared"),
 }
+
+DatasetHashes = str | tuple[str, ...] | list[str]
+"""One dataset hash, or several (the content hash first, then legacy hashes) to read together."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -198,17 +207,18 @@ class ReviewStore:
         return pd.DataFrame(rows, columns=list(COLUMNS))
 
     @staticmethod
-    def _where(dataset_hash: str | None, kind: str | None) -> tuple[str, list]:
+    def _where(dataset_hash: DatasetHashes | None, kind: str | None) -> tuple[str, list]:
         clauses, args = [], []
         if dataset_hash is not None:
-            clauses.append("dataset_hash = ?")
-            args.append(dataset_hash)
+            hashes = [dataset_hash] if isinstance(dataset_hash, str) else list(dict.fromkeys(dataset_hash))
+            clauses.append("dataset_hash IN (" + ", ".join("?" * len(hashes)) + ")")
+            args.extend(hashes)
         if kind is not None:
             clauses.append("kind = ?")
             args.append(kind)
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
 
-    def history(self, dataset_hash: str | None = None, *, kind: str | None = None) -> pd.DataFrame:
+    def history(self, dataset_hash: DatasetHashes | None = None, *, kind: str | None = None) -> pd.DataFrame:
         """Every row (the audit trail), oldest first, optionally for one dataset and kind.
 
         Returns
@@ -219,7 +229,7 @@ class ReviewStore:
         where, args = self._where(dataset_hash, kind)
         return self._select(where, args, latest=False)
 
-    def latest(self, dataset_hash: str, *, kind: str | None = None) -> pd.DataFrame:
+    def latest(self, dataset_hash: DatasetHashes, *, kind: str | None = None) -> pd.DataFrame:
         """The current decision per (kind, anchor_key, candidate_key); ``cleared`` ones are dropped.
 
         Returns
@@ -231,19 +241,28 @@ class ReviewStore:
         last = self._select(where, args, latest=True)
         return last[last["decision"] != "cleared"].reset_index(drop=True)
 
-    def count(self, dataset_hash: str | None = None) -> int:
-        """Number of rows in the log (optionally for one dataset)."""
+    def count(self, dataset_hash: DatasetHashes | None = None) -> int:
+        """Number of rows in the log (optionally for one dataset); it grows with every decision and undo."""
         where, args = self._where(dataset_hash, None)
-        with self._connection() as conn:
-            return int(conn.execute(f"SELECT COUNT(*) FROM decisions {where}", args).fetchone()[0])
+        try:
+            with self._connection() as conn:
+                return int(conn.execute(f"SELECT COUNT(*) FROM decisions {where}", args).fetchone()[0])
+        except sqlite3.Error as exc:
+            raise NegScopeError(f"cannot read the review database {self.path}: {exc}") from exc
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` result: ``'ok'`` for a sound database file."""
-        with self._connection() as conn:
-            return "; ".join(str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall())
+        try:
+            with self._connection() as conn:
+                return "; ".join(str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall())
+        except sqlite3.Error as exc:
+            raise NegScopeError(f"cannot check the review database {self.path}: {exc}") from exc
 
-    def undo(self, dataset_hash: str, *, annotator: str, kind: str | None = None) -> Decision | None:
+    def undo(self, dataset_hash: DatasetHashes, *, annotator: str, kind: str | None = None) -> Decision | None:
         """Undo the annotator's most recent decision by appending the state that preceded it.
+
+        With several dataset hashes, rows under all of them are considered and the undo row is written under
+        the first.
 
         Repeated calls walk further back through the annotator's decisions. When another annotator has
         decided the same (anchor, candidate) since, their newer decision is kept (the undo row repeats it),
@@ -285,7 +304,7 @@ class ReviewStore:
             state = older.iloc[-1] if not older.empty else None
         label = state["label"] if state is not None else None
         restored = Decision(
-            dataset_hash=dataset_hash,
+            dataset_hash=dataset_hash if isinstance(dataset_hash, str) else next(iter(dataset_hash)),
             kind=str(target["kind"]),
             anchor_key=str(target["anchor_key"]),
             candidate_key=str(target["candidate_key"]),

@@ -10,7 +10,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.errors import NegScopeError
 from analysis.runs.folder import NEGATIVE_SOURCES, Run
+
+
+def check_sources(sources: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``sources`` as a tuple, after checking that each is one of ``NEGATIVE_SOURCES`` (else ``NegScopeError``)."""
+    if isinstance(sources, str):
+        sources = (sources,)
+    bad = [s for s in sources if s not in NEGATIVE_SOURCES]
+    if bad:
+        raise NegScopeError(f"unknown negative sources {bad}; expected some of {', '.join(NEGATIVE_SOURCES)}")
+    return tuple(sources)
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,13 @@ def build_candidates(
     -------
     Candidates
         Padded (P, K) matrices, K = the largest number of negatives of any pair.
+
+    Raises
+    ------
+    NegScopeError
+        When ``sources`` names a source other than ``NEGATIVE_SOURCES``.
     """
+    check_sources(sources)
     emb = run.embeddings if embeddings is None else embeddings
     pairs = run.pairs
     anchor_ids = pairs["anchor_id"].to_numpy(np.int64)

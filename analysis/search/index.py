@@ -1,8 +1,9 @@
-"""A search index that is exact for small corpora and approximate (IVF or HNSW, through faiss) for large ones.
+"""A search index, exact or approximate (IVF or HNSW, through faiss) as :mod:`analysis.search.rule` decides.
 
-Exact inner-product search costs ``2 Q M D`` flops for Q queries over M corpus rows; above
-``EXACT_LIMIT`` corpus rows the default switches to an inverted-file index (``IndexIVFFlat``: k-means
-cells, each query scans the ``nprobe`` nearest cells) or, on request, an HNSW graph. An approximate index
+Exact inner-product search costs ``Q M D`` multiply-adds for Q queries over M corpus rows; ``kind="auto"``
+asks :func:`analysis.search.rule.choose_kind` (the one rule, from that work), and above its budget switches
+to an inverted-file index (``IndexIVFFlat``: k-means cells, each query scans the ``nprobe`` nearest cells);
+an HNSW graph is available on request. An approximate index
 is only useful when one knows what it misses, so every approximate index built here has its recall@k
 against exact search measured on a sample of queries, and its search depth (``nprobe`` or ``efSearch``)
 is raised until that recall reaches ``target_recall``:
@@ -20,11 +21,10 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
-from analysis.errors import NegScopeError
 from analysis.search.exact import flat_index, hnsw_index, knn
+from analysis.search.rule import EXACT_BUDGET, RECALL_SAMPLE, resolve_kind
+from analysis.search.rule import INDEX_KINDS as INDEX_KINDS
 
-EXACT_LIMIT = 200_000
-INDEX_KINDS = ("auto", "exact", "ivf", "hnsw")
 BLAS_DATABASE_BLOCK = 16384  # corpus rows per faiss BLAS block in exact search (faiss's default: 1024)
 
 
@@ -189,11 +189,13 @@ def build_index(
     corpus: np.ndarray,
     *,
     kind: str = "auto",
-    exact_limit: int = EXACT_LIMIT,
+    n_queries: int | None = None,
+    exact_budget: float = EXACT_BUDGET,
     target_recall: float = 0.95,
     recall_k: int = 10,
     sample_queries: np.ndarray | None = None,
-    n_sample: int = 500,
+    n_sample: int = RECALL_SAMPLE,
+    start_depth: int | None = None,
     nlist: int | None = None,
     hnsw_m: int = 32,
     seed: int = 0,
@@ -206,14 +208,21 @@ def build_index(
     corpus : numpy.ndarray
         (M, D) float32 rows (L2-normalised for cosine similarity).
     kind : {"auto", "exact", "ivf", "hnsw"}
-        'auto' is exact up to ``exact_limit`` rows and IVF above, unless the IVF index needs more than 1/8 of
-        its cells probed to reach ``target_recall`` (unclustered data), where exact search is as fast: then
-        it falls back to exact search and says so in ``note``.
+        'auto': :func:`analysis.search.rule.choose_kind` from the work ``n_queries x M x D`` and
+        ``exact_budget`` (exact, or IVF), and an IVF index that needs more than 1/8 of its cells probed to
+        reach ``target_recall`` (unclustered data), where exact search is as fast, falls back to exact search
+        and says so in ``note``.
+    n_queries : int, optional
+        How many queries will be searched (default M: a kNN graph of the corpus itself).
+    exact_budget : float
+        Multiply-adds up to which 'auto' searches exactly.
     target_recall : float
         The search depth of an approximate index is raised until its recall@``recall_k`` on the sample
         reaches this (or the depth reaches its maximum; the achieved recall is reported either way).
     sample_queries : numpy.ndarray, optional
         (S, D) queries like the real ones to measure recall on (default: ``n_sample`` random corpus rows).
+    start_depth : int, optional
+        First search depth tried (default: 8 IVF cells, ``max(2 recall_k, 32)`` HNSW candidates).
     nlist, hnsw_m : int
         IVF cells (default near sqrt(M)); HNSW links per node.
     progress : callable, optional
@@ -223,13 +232,10 @@ def build_index(
     -------
     SearchIndex
     """
-    if kind not in INDEX_KINDS:
-        raise NegScopeError(f"unknown index kind {kind!r}; expected one of {INDEX_KINDS}")
     corpus = np.ascontiguousarray(corpus, dtype=np.float32)
-    n = corpus.shape[0]
+    n, d = corpus.shape
     auto = kind == "auto"
-    if auto:
-        kind = "exact" if n <= exact_limit else "ivf"
+    kind = resolve_kind(kind, n if n_queries is None else int(n_queries), n, d, budget=exact_budget)
     if kind == "exact" or n == 0:
         index = flat_index(corpus) if n else faiss.IndexFlatIP(corpus.shape[1])
         if progress is not None:
@@ -241,11 +247,11 @@ def build_index(
     if kind == "ivf":
         index = build_ivf(corpus, nlist=nlist, seed=seed)
         params: dict = {"nlist": int(index.nlist)}
-        start, limit = 8, int(index.nlist)
+        start, limit = start_depth or 8, int(index.nlist)
     else:
         index = hnsw_index(corpus, m=hnsw_m)
         params = {"m": int(hnsw_m)}
-        start, limit = max(2 * recall_k, 32), 4096
+        start, limit = start_depth or max(2 * recall_k, 32), 4096
     if progress is not None:
         progress(0.7)
 

@@ -1,0 +1,99 @@
+"""What a user sees in headless Chromium: "Home" first in the sidebar, no "Deploy", labels that are not cut off.
+
+The app runs under ``streamlit run app.py`` (the fixtures of ``tests/test_browser.py``). A label is cut off when
+its text is wider than its box (``scrollWidth > clientWidth``): Streamlit then ends it with an ellipsis.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.test_browser import CHROMIUM, _settle, app_url, browser_home  # noqa: F401 - fixtures used by name
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
+]
+
+#: Labels of widgets and metric cards, and the chips of multiselects: the texts shown cut off.
+CUT_OFF_JS = """() => {
+  const boxes = '[data-testid="stWidgetLabel"], [data-testid="stMetricLabel"], [data-tag]';
+  const out = [];
+  let checked = 0;
+  for (const box of document.querySelectorAll(boxes)) {
+    if (!box.innerText) continue;
+    checked += 1;
+    // the ellipsis sits on an inner block (a markdown container, a chip's title span): test every block inside
+    for (const el of [box, ...box.querySelectorAll('*')]) {
+      if (el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1) { out.push(box.innerText); break; }
+    }
+  }
+  return {checked: checked, cut: out};
+}"""
+
+
+def _open(page, label: str) -> None:
+    link = page.locator('[data-testid="stSidebarNav"] a').filter(has_text=label).first
+    link.click()
+    page.wait_for_selector("h1", timeout=120_000)
+    _settle(page)
+
+
+def _cut_off(page) -> list[str]:
+    """The labels on the page that are cut off (and a check that labels were found at all)."""
+    found = page.evaluate(CUT_OFF_JS)
+    assert found["checked"] >= 3, "no labels found: the selectors no longer match Streamlit's markup"
+    return found["cut"]
+
+
+def test_home_first_no_deploy_and_whole_labels(app_url: str) -> None:  # noqa: F811 - a fixture
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(app_url)
+            page.wait_for_selector('[data-testid="stSidebarNav"] a', timeout=120_000)
+            _settle(page)
+            page.get_by_text("Loaded run:").wait_for(timeout=180_000)
+            entries = page.locator('[data-testid="stSidebarNav"] a')
+            names = [entries.nth(i).inner_text().split("\n")[-1].strip() for i in range(entries.count())]
+            assert names[0] == "Home", names
+            assert {"Score distributions", "Temperature", "Modality gap", "Embedding map", "Teaching"} <= set(names)
+            assert page.get_by_text("Deploy", exact=True).count() == 0
+            assert page.locator('[data-testid="stAppDeployButton"]').count() == 0
+
+            _open(page, "Score distributions")
+            page.get_by_text("Recall@1").first.wait_for(timeout=180_000)
+            assert page.get_by_text("Hardest neg > positive").count() == 1
+            chips = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelectTagsContainer"] [data-tag]')
+            chips.first.wait_for(timeout=30_000)
+            assert sorted(chips.nth(i).inner_text() for i in range(chips.count())) == ["given", "in_batch", "mined"]
+            for i in range(chips.count()):
+                assert chips.nth(i).is_visible()
+            assert _cut_off(page) == [], "Score distributions"
+
+            _open(page, "Temperature")
+            for view in ("Loss vs τ", "Gradient at τ", "Loss variants", "Alignment & uniformity"):
+                button = page.locator("button").filter(has_text=view).first
+                button.wait_for(timeout=60_000)
+                button.click()
+                _settle(page)
+                assert _cut_off(page) == [], view
+
+            _open(page, "Modality gap")
+            assert _cut_off(page) == [], "Modality gap"
+
+            _open(page, "Embedding map")
+            page.get_by_text("Pair lines").wait_for(timeout=60_000)
+            assert _cut_off(page) == [], "Embedding map"
+
+            _open(page, "Teaching")
+            assert _cut_off(page) == [], "Teaching"
+        finally:
+            browser.close()
