@@ -129,7 +129,7 @@ def cached_geometry(_run: Run, run_id: str) -> tuple[GeometryReport, tuple[float
         groups = modality_groups(_run)
         unit = _run.embeddings.astype(np.float64)
         gap = unit[groups.a_ids].mean(axis=0) - unit[groups.b_ids].mean(axis=0)
-        lam = closing_lambda(_run.embeddings, groups, gap)
+        lam = closing_lambda(_run.embeddings, groups, gap, max_items=40_000)  # a seeded sample on large runs
         closed = geometry_report(_run, embeddings=shift_embeddings(_run.embeddings, groups, gap, lam))
     return geometry_report(_run), random_reference(_run.dim), closed
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -26,6 +28,8 @@ from ui.state import require_run
 
 st.set_page_config(page_title="Modality gap · NegScope", page_icon="🧲", layout="wide")
 
+MAX_SHIFT_PAIRS = 5_000
+MAX_CLOSING_ITEMS = 40_000  # the closing lambda is searched on a seeded sample of this many items at most
 MAX_HIST_VALUES = 50_000  # per histogram group: a fixed random sample above this keeps the figure small
 
 for key, value in {
@@ -52,7 +56,7 @@ def cached_metrics(_run: Run, run_id: str) -> tuple[Groups, GapMetrics]:
 def cached_closing(_run: Run, run_id: str) -> float:
     """The lambda that closes the gap after re-normalisation."""
     groups, metrics = cached_metrics(_run, run_id)
-    return closing_lambda(_run.embeddings, groups, metrics.gap_vector)
+    return closing_lambda(_run.embeddings, groups, metrics.gap_vector, max_items=MAX_CLOSING_ITEMS)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -60,6 +64,30 @@ def cached_shift_point(_run: Run, run_id: str, lam: float, tau: float) -> dict[s
     """Recall@1, loss and centroid distance after shifting by ``lam`` (the page loops to show progress)."""
     groups, metrics = cached_metrics(_run, run_id)
     return {"lambda": lam, **shift_row(_run, groups, metrics.gap_vector, lam, tau=tau)}
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def pair_sample(_run: Run, run_id: str) -> Run:
+    """The run with a seeded random ``MAX_SHIFT_PAIRS`` of its pairs (and their negatives); itself when smaller.
+
+    The shift experiment and the project-out comparison search every anchor against the positive side once per
+    lambda; on a large run they use this sample (the page says so). Items and embeddings are the run's own.
+    """
+    if len(_run.pairs) <= MAX_SHIFT_PAIRS:
+        return _run
+    rows = np.sort(np.random.default_rng(0).choice(len(_run.pairs), size=MAX_SHIFT_PAIRS, replace=False))
+    pairs = _run.pairs.iloc[rows].reset_index(drop=True)
+    negatives = _run.negatives[_run.negatives["pair_id"].isin(set(pairs["pair_id"]))].reset_index(drop=True)
+    return dataclasses.replace(_run, pairs=pairs, negatives=negatives, _cache={})
+
+
+def sample_note(run: Run) -> None:
+    """Say when the experiments below run on a sample of the pairs."""
+    if len(run.pairs) > MAX_SHIFT_PAIRS:
+        st.caption(
+            f"On a seeded random {MAX_SHIFT_PAIRS:,} of the {len(run.pairs):,} pairs (their positives and listed "
+            "negatives are the search gallery), so that every λ takes seconds, not minutes."
+        )
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -163,11 +191,13 @@ def section_shift(run: Run, tau: float, tau_learned: bool) -> None:
     steps = int(c2.slider("Steps", 3, 25, key="gap_steps"))
     with st.spinner("Finding the λ that closes the gap…"):
         closing = cached_closing(run, run.run_id)
+    sample = pair_sample(run, run.run_id)
+    sample_note(run)
     lambdas = sorted({*(float(x) for x in np.round(np.linspace(lo, hi, steps), 4)), 0.0, round(closing, 4)})
     rows = []
     bar = st.progress(0.0, text="Shifting the embeddings…")
     for i, lam in enumerate(lambdas):
-        rows.append(cached_shift_point(run, run.run_id, lam, tau))
+        rows.append(cached_shift_point(sample, run.run_id, lam, tau))
         bar.progress((i + 1) / len(lambdas), text=f"Shifting the embeddings… λ = {lam:+.2f}")
     bar.empty()
     table = pd.DataFrame(rows)
@@ -203,10 +233,11 @@ def section_project(run: Run, tau: float) -> None:
         return
     with st.spinner("Recomputing the scores…"):
         try:
-            scores, summary = cached_project_out(run, run.run_id, tau)
+            scores, summary = cached_project_out(pair_sample(run, run.run_id), run.run_id, tau)
         except NegScopeError as exc:
             st.error(escape_text(exc))
             return
+    sample_note(run)
     if len(scores) > 4 * MAX_HIST_VALUES:
         scores = scores.groupby(["embedding", "kind"], group_keys=False).apply(
             lambda g: g.sample(n=min(len(g), MAX_HIST_VALUES), random_state=0)

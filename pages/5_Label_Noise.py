@@ -145,20 +145,27 @@ def with_decisions(run: Run, table: pd.DataFrame, decisions: pd.DataFrame) -> pd
     }
     pair_key = dict(zip(pairs["pair_id"].astype(str), zip(pairs["anchor_key"], pairs["candidate_key"], strict=True),
                         strict=True))  # fmt: skip
-    for row in table.index:
-        kind = table.at[row, "kind"]
+    if not by_key:  # nothing decided: skip the walk over the rows (it runs at every decision)
+        return table
+    found = []
+    needed = [c for c in ("kind", "pair_id", "item_id", "other_item_id", "near_duplicate") if c in table.columns]
+    for row in table[needed].to_dict("records"):  # plain dicts: cell access on the frame is ~100x slower
+        kind = row["kind"]
         if kind == "mismatched_pair":
-            a, c = pair_key.get(str(table.at[row, "pair_id"]), ("", ""))
-            table.at[row, "decision"] = by_key.get(("pair", a, c), "")
+            a, c = pair_key.get(str(row["pair_id"]), ("", ""))
+            found.append(by_key.get(("pair", a, c), ""))
         elif kind == "label":
-            table.at[row, "decision"] = by_key.get(("label", str(keys[int(table.at[row, "item_id"])]), ""), "")
+            found.append(by_key.get(("label", str(keys[int(row["item_id"])]), ""), ""))
         elif kind == "duplicate":
-            own, other = duplicate_keys(run, table.loc[row])
-            table.at[row, "decision"] = by_key.get(("duplicate", own, other), by_key.get(("duplicate", own, own), ""))
+            own, other = duplicate_keys(run, row)
+            found.append(by_key.get(("duplicate", own, other), by_key.get(("duplicate", own, own), "")))
+        else:
+            found.append("")
+    table["decision"] = found
     return table
 
 
-def duplicate_keys(run: Run, row: pd.Series) -> tuple[str, str]:
+def duplicate_keys(run: Run, row: pd.Series | dict) -> tuple[str, str]:
     """(item key, other key) a duplicate decision on this flag row is stored under: the nearest other anchor
     when it is at or above the threshold, else the item itself (its repeated pairs)."""
     keys = run.item_keys
@@ -396,7 +403,7 @@ def row_keys(run: Run, table: pd.DataFrame) -> list[str]:
     pairs = dict(zip(run.pairs["pair_id"].astype(str), zip(run.pairs["anchor_id"], run.pairs["positive_id"],
                                                            strict=True), strict=True))  # fmt: skip
     out = []
-    for _, row in table.iterrows():
+    for row in table.to_dict("records"):
         if row["kind"] == "mismatched_pair":
             a, p = pairs[str(row["pair_id"])]
             out.append(queue_key(str(keys[int(a)]), str(keys[int(p)])))

@@ -69,7 +69,7 @@ for key, value in {
     "map_lines": False,
     "map_lines_n": 200,
     "map_point_size": 4,
-    "map_max_points": 200_000,
+    "map_max_points": 100_000,
     "map_search": "",
     "map_search_k": 10,
     "map_selected": [],

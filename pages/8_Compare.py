@@ -25,6 +25,7 @@ from analysis.errors import NegScopeError
 from analysis.metrics.scores import ScoreReport, compute_scores
 from analysis.metrics.temperature import DEFAULT_TAU
 from analysis.runs.folder import Run, load_run
+from analysis.runs.locate import resolve_run_id, run_id_for
 from analysis.runs.workspace import list_runs, runs_dir
 from ui.compare_plots import delta_histogram, pair_scatter, sample_rows, trajectory_figure
 from ui.render import show_item
@@ -34,6 +35,8 @@ from ui.state import require_run
 st.set_page_config(page_title="Compare checkpoints · NegScope", page_icon="⚖️", layout="wide")
 
 VIEWS = ("Metrics", "Trajectory", "Pairs", "False negatives")
+COMPARE_PARAM = "compare"  # the URL keeps the chosen runs: ?compare=<run id>,<run id>,...
+MAX_URL_RUNS = 12
 TABLE_ROWS = 50
 CARDS = (
     ("auroc", "AUROC"),
@@ -243,6 +246,38 @@ def run_options(current: Run) -> tuple[dict[str, str], list[str]]:
     if current_path not in sample and len(same) >= 2:
         return options, same
     return options, sample
+
+
+def runs_from_url(options: dict[str, str]) -> list[str] | None:
+    """The runs named by ``?compare=`` (read once per session), added to ``options``; None when absent or bad."""
+    if st.session_state.get("compare_url_read"):
+        return None
+    st.session_state["compare_url_read"] = True
+    text = st.query_params.get(COMPARE_PARAM)
+    if not text:
+        return None
+    paths = []
+    for run_id in str(text).split(",")[:MAX_URL_RUNS]:
+        try:
+            path = resolve_run_id(run_id)
+        except NegScopeError as exc:
+            st.warning(f"The link names runs this server cannot open ({exc}); showing the default runs.")
+            return None
+        paths.append(str(path))
+        if str(path) not in options:
+            name = Path(str(_manifest(path).get("checkpoint_path") or "")).name or path.name
+            options[str(path)] = f"{name} · {path.name}"
+    return paths if len(paths) >= 2 else None
+
+
+def runs_to_url(paths: list[str]) -> None:
+    """Name the chosen runs in the URL (when every one of them can be named there)."""
+    ids = [run_id_for(p) for p in paths]
+    value = ",".join(ids) if ids and all(i and "," not in i for i in ids) else None
+    if value and st.query_params.get(COMPARE_PARAM) != value:
+        st.query_params[COMPARE_PARAM] = value
+    elif not value and COMPARE_PARAM in st.query_params:
+        del st.query_params[COMPARE_PARAM]
 
 
 def _labels(paths: list[str], options: dict[str, str]) -> tuple[str, ...]:
@@ -509,6 +544,9 @@ def main() -> None:
     explain()
     current = require_run()
     options, default = run_options(current)
+    from_url = runs_from_url(options)
+    if from_url:
+        st.session_state["compare_runs"] = from_url
     if not st.session_state.get("compare_runs") or not set(st.session_state["compare_runs"]) <= set(options):
         st.session_state["compare_runs"] = list(default)
     chosen = st.multiselect(
@@ -529,6 +567,7 @@ def main() -> None:
         "Count detector flags (slow: runs the false-negative and label-noise detectors on every run, once)",
         key="compare_detectors",
     )
+    runs_to_url(list(chosen))
     if len(chosen) < 2:
         st.info("Choose at least two runs to compare.")
         return

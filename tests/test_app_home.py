@@ -27,6 +27,12 @@ def test_home_opens_on_the_sample() -> None:
     assert _metric(at, "Pairs") == "1,797"
     assert float(_metric(at, "Learned temperature τ")) > 0
     assert (Path(at.session_state[RUN_KEY]) / "manifest.json").is_file()
+    # at the top: which run is loaded, then a link to every page
+    banner = at.success[0].value.replace("\\", "")  # the run id is escaped for markdown
+    assert banner.startswith(f"Loaded run: {Path(at.session_state[RUN_KEY]).name} · 1,797 pairs")
+    links = [link.proto.page for link in at.get("page_link")]
+    pages = sorted((REPO / "pages").glob("*.py"))
+    assert len(links) == len(pages) and all(links), links
 
 
 def test_path_outside_allowed_folders_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,7 +53,7 @@ def test_bad_dataset_gives_a_readable_error(tmp_path: Path, monkeypatch: pytest.
     at.text_input(key="home_data_path").set_value(str(bad)).run()
     at.button(key="home_compute").click().run()
     assert not at.exception
-    messages = [e.value for e in at.error]
+    messages = [e.value.replace("\\", "") for e in at.error]  # user text is escaped for markdown
     assert any("bad.csv" in m and "positive" in m for m in messages), messages
 
 

@@ -6,6 +6,7 @@ its text is wider than its box (``scrollWidth > clientWidth``): Streamlit then e
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -44,9 +45,14 @@ def _open(page, label: str) -> None:
 
 def _cut_off(page) -> list[str]:
     """The labels on the page that are cut off (and a check that labels were found at all)."""
+    deadline = time.monotonic() + 60
     found = page.evaluate(CUT_OFF_JS)
+    while found["checked"] < 3 and time.monotonic() < deadline:  # widgets load lazily after the script ends
+        time.sleep(0.5)
+        found = page.evaluate(CUT_OFF_JS)
     assert found["checked"] >= 3, "no labels found: the selectors no longer match Streamlit's markup"
-    return found["cut"]
+    time.sleep(1.0)  # the layout settles once every widget is drawn
+    return page.evaluate(CUT_OFF_JS)["cut"]
 
 
 def test_home_first_no_deploy_and_whole_labels(app_url: str) -> None:  # noqa: F811 - a fixture

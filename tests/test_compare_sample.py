@@ -14,6 +14,7 @@ from analysis.embedding.dual_encoder import DualEncoder
 from analysis.runs.folder import load_run
 
 
+@pytest.mark.slow
 def test_checkpoints_are_small_and_share_the_final_models_architecture() -> None:
     final = DualEncoder.from_folder(SAMPLE_CHECKPOINTS[-1][1])
     for _, folder in SAMPLE_CHECKPOINTS[:-1]:

@@ -52,3 +52,21 @@ def test_differing_datasets_show_a_message() -> None:
     at.run()
     assert not at.exception, at.exception
     assert any("cannot be compared" in e.value and "differ" in e.value for e in at.error)
+
+
+@pytest.mark.slow
+def test_the_url_keeps_the_chosen_runs() -> None:
+    a, _ = make_synthetic_run(runs_dir() / "run-a", n_pairs=40, seed=1)
+    b, _ = make_synthetic_run(runs_dir() / "run-b", n_pairs=40, seed=1)
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.query_params["compare"] = "run-b,run-a"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.multiselect(key="compare_runs").value == [str(b.path.resolve()), str(a.path.resolve())]
+    assert at.query_params["compare"] in ("run-b,run-a", ["run-b,run-a"])
+    # a run id leaving the workspace is refused, and the page falls back to the default runs
+    bad = AppTest.from_file(PAGE, default_timeout=300)
+    bad.query_params["compare"] = "../../etc,run-a"
+    bad.run()
+    assert not bad.exception, bad.exception
+    assert any("cannot open" in w.value for w in bad.warning)

@@ -85,7 +85,8 @@ def test_tiny_run_warns(tmp_path: Path) -> None:
     assert np.isfinite(float(_metric(at, "Centroid distance")))
 
 
-def test_page_without_a_run_says_so() -> None:
+def test_page_without_a_run_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ui.state.SAMPLE_DATA", tmp_path / "no-sample.csv")  # nothing to fall back on
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.run()
     assert not at.exception
@@ -126,3 +127,18 @@ def test_centroids_stand_out_of_the_points(tmp_path: Path) -> None:
         assert marker.size >= 2.5 * max(p.marker.size for p in points)
         assert marker.line.width >= 2 and marker.line.color == "black"
         np.testing.assert_allclose(np.asarray(centroids[0].x, dtype=float), pca.centroids["pc1"].to_numpy(float))
+
+
+def test_closing_lambda_on_a_sample_is_close_to_the_exact_one(tmp_path: Path) -> None:
+    from analysis.metrics.modality_gap import centroid_distance_after_shift, closing_lambda
+
+    run, _ = make_synthetic_run(tmp_path / "run", n_pairs=400, gap=1.5, seed=5)
+    groups = modality_groups(run)
+    gap = gap_metrics(run.embeddings, groups).gap_vector
+    exact = closing_lambda(run.embeddings, groups, gap)
+    sampled = closing_lambda(run.embeddings, groups, gap, max_items=300)
+    assert sampled != exact  # the sample was used
+    start = centroid_distance_after_shift(run.embeddings, groups, gap, 0.0)
+    # the sampled lambda closes the full gap nearly as well as the exact one
+    assert centroid_distance_after_shift(run.embeddings, groups, gap, sampled) < 0.1 * start
+    assert closing_lambda(run.embeddings, groups, gap, max_items=10_000) == exact  # small runs: every item

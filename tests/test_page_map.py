@@ -54,7 +54,8 @@ def _trace_ids(trace: dict) -> list[int]:
     return [int(v) for v in (data[:, 0] if data.ndim == 2 else data)]
 
 
-def test_without_a_run_the_page_links_home() -> None:
+def test_without_a_run_the_page_links_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ui.state.SAMPLE_DATA", tmp_path / "no-sample.csv")  # nothing to fall back on
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.run()
     assert not at.exception

@@ -44,7 +44,8 @@ def metrics(at: AppTest) -> dict[str, list[str]]:
     return out
 
 
-def test_without_run_says_so():
+def test_without_run_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("ui.state.SAMPLE_DATA", tmp_path / "no-sample.csv")  # nothing to fall back on
     at = open_page(None)
     assert any("No run is loaded" in i.value for i in at.info)
     assert not at.metric
@@ -74,7 +75,7 @@ def test_metrics_plots_and_worst_pair(image_run: Run):
     worst = int(np.nanargmin(margins))
     cands = build_candidates(image_run)
     top = np.sort(cands.neg_sim[worst][cands.mask[worst]])[::-1]
-    captions = [c.value for c in at.caption]
+    captions = [c.value.replace("\\", "") for c in at.caption]  # captions are escaped for markdown
     assert any(f"neg_sim {top[0]:.3f}" in c for c in captions)
     assert any(f"pos_sim {cands.pos_sim[worst]:.3f}" in c for c in captions)
     assert len(at.get("image")) >= 1, "the image anchor is drawn"
@@ -91,7 +92,8 @@ def test_choosing_another_pair_and_fewer_negatives(image_run: Run):
     assert not at.exception
     cands = build_candidates(image_run)
     best = np.max(cands.neg_sim[second][cands.mask[second]])
-    neg_captions = [c.value for c in at.caption if c.value.startswith("neg_sim")]
+    captions = [c.value.replace("\\", "") for c in at.caption]  # captions are escaped for markdown
+    neg_captions = [c for c in captions if c.startswith("neg_sim")]
     assert len(neg_captions) == 1 and f"neg_sim {best:.3f}" in neg_captions[0]
 
 

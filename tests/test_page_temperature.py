@@ -132,7 +132,8 @@ def test_too_small_run_warns_about_geometry(tmp_path: Path) -> None:
     assert any("at least 10" in w.value for w in at.warning)
 
 
-def test_page_without_a_run_says_so() -> None:
+def test_page_without_a_run_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ui.state.SAMPLE_DATA", tmp_path / "no-sample.csv")  # nothing to fall back on
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.run()
     assert not at.exception

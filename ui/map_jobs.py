@@ -20,6 +20,8 @@ from analysis.runs.folder import Run
 
 WARM_POINTS = 400
 WARM_DIM = 16
+#: Seconds the warm-up waits after the app starts before it compiles (unless the map page needs it sooner).
+WARM_DELAY_S = 8.0
 
 
 @dataclass
@@ -42,6 +44,10 @@ class Job:
         The failure's message ('' when none).
     result : object
         What the job produced (a map table), None until done.
+    done : threading.Event
+        Set when the job has finished (or failed).
+    hurry : threading.Event
+        Set when someone waits for this job: a job that starts late (the warm-up) starts at once.
     """
 
     label: str
@@ -52,6 +58,7 @@ class Job:
     error: str = ""
     result: object = None
     done: threading.Event = field(default_factory=threading.Event)
+    hurry: threading.Event = field(default_factory=threading.Event)
 
     def update(self, fraction: float, message: str = "") -> None:
         """Record progress (called from the job's thread)."""
@@ -84,6 +91,8 @@ def _warm(job: Job) -> float:
     """A tiny seeded UMAP: numba compiles (or loads from its on-disk cache in the workspace) every kernel."""
     from analysis.maps.embedding_map import umap_2d
 
+    job.update(0.0, "waiting for the first page to render")
+    job.hurry.wait(timeout=WARM_DELAY_S)  # the first page a user opens gets the CPU first (2 cores are few)
     x = np.random.default_rng(0).normal(size=(WARM_POINTS, WARM_DIM)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     job.update(0.1, "compiling the UMAP kernels (once per install; kept in the workspace's numba cache)")
@@ -121,7 +130,8 @@ def map_job(run_path: str, key: str, _run: Run, _params: MapParams) -> Job:
 
     def work(job: Job) -> pd.DataFrame:
         if not warm.done.is_set():
-            job.update(0.0, "waiting for the UMAP kernels to compile")
+            warm.hurry.set()
+            job.update(0.0, "compiling the UMAP kernels (once per install; kept in the workspace's numba cache)")
             warm.done.wait()
         job.update(0.02, f"UMAP of {len(_run.items):,} items: nearest neighbours")
         return compute_map(_run, _params, progress=lambda f, m: job.update(0.02 + 0.98 * f, m))

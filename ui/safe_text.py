@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import re
 
-# Every ASCII punctuation character Markdown (CommonMark + GFM + Streamlit's directives, LaTeX and emoji
-# shortcodes) gives a meaning to; a backslash before any of them makes it a literal character.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=&^\"'%@/?])")
+# Characters that make Markdown (CommonMark + GFM + Streamlit's LaTeX) markup anywhere in a line: emphasis,
+# code, links and images (``[``), raw HTML, strikethrough, LaTeX, entities. A backslash makes each literal.
+# (With ``[`` escaped, ``![x](url)`` and ``[x](url)`` are plain text; ``:red[x]`` loses its bracket too.)
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>~$&])")
+# What starts a block only at the start of a line (heading, quote, list, rule): escaped there.
+_BLOCK_START = re.compile(r"^(\s*)([#>+=-]|\d+(?=[.)]))")
 _PLOT_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 # Streamlit's Markdown (remark-gfm) turns bare addresses into links *after* unescaping: ``http://``, ``www.``
 # and ``name@host``. A zero-width space after the scheme / ``www`` / ``@`` keeps them plain text.
@@ -44,4 +47,9 @@ def escape_text(value: object, *, plot: bool = False) -> str:
         return "".join(_PLOT_ENTITIES.get(c, c) for c in text)
     text = text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
     text = _AUTOLINK.sub(lambda m: m.group(0) + _ZWSP, text)
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    block = _BLOCK_START.match(text)
+    if block is not None:
+        start = block.end(1) if not block.group(2)[0].isdigit() else block.end(2)
+        text = text[:start] + "\\" + text[start:]
+    return text

@@ -56,6 +56,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="COLUMN=MODALITY",
         help="override a column's detected modality, e.g. positive=text (repeatable)",
     )
+    parser.add_argument(
+        "--engine",
+        default="local",
+        choices=("local", "ray"),
+        help="local: this process (default); ray: a Ray cluster, writing a sharded run folder (needs ray[data])",
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="with --engine ray: the cluster to join (auto, ray://HEAD:10001, HOST:6379); default: a local Ray",
+    )
+    parser.add_argument("--actors", type=int, default=None, metavar="N", help="with --engine ray: encoder actors")
+    parser.add_argument(
+        "--shard-rows", type=int, default=None, metavar="N", help="with --engine ray: items per shard (1,000,000)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -94,12 +110,21 @@ class TqdmProgress:
 
 def run(args: argparse.Namespace) -> int:
     """Embed, then print the run folder (last stdout line). User errors raise ``NegScopeError`` (exit 2)."""
-    from analysis.embedding.engine import embed_to_run
-
     modality = _parse_modality(args.modality)
+    engine = getattr(args, "engine", "local")
+    ray_options = {"address": getattr(args, "address", None), "actors": getattr(args, "actors", None)}
+    ray_options["shard_rows"] = getattr(args, "shard_rows", None)
+    if engine != "ray" and any(v is not None for v in ray_options.values()):
+        raise NegScopeError("--address, --actors and --shard-rows apply only with --engine ray")
+    if engine == "ray":
+        from analysis.embedding.ray_engine import embed_to_run_ray as embed
+    else:
+        from analysis.embedding.engine import embed_to_run as embed
+
+        ray_options = {}
     progress = TqdmProgress(disable=True if args.quiet else None)
     try:
-        path = embed_to_run(
+        path = embed(
             args.data,
             args.checkpoint,
             out=args.out,
@@ -109,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             dataset_batch_size=args.dataset_batch_size,
             modality=modality,
             progress=progress,
+            **ray_options,
         )
     finally:
         progress.close()

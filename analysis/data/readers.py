@@ -549,7 +549,9 @@ def _json_file(path: Path, root: Path, display: Path) -> Any:
         return json.loads(read_bytes(path, display).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
-        raise DatasetError(f"not a valid JSON file ({detail})", file=display) from None
+        raise DatasetError(
+            f"cannot read the saved Hugging Face dataset: {path.name} is not valid JSON ({detail})", file=display
+        ) from None
 
 
 def check_hf_files(folder: Path, display: Path) -> None:

@@ -25,6 +25,7 @@ import pandas as pd
 from analysis.choices import DUPLICATE_THRESHOLD as DEFAULT_THRESHOLD
 from analysis.runs.folder import Run
 from analysis.search.exact import flat_index, knn
+from analysis.search.graph import run_graph
 
 SPLIT_COLUMN = "split"
 
@@ -104,11 +105,11 @@ def near_duplicate_anchors(
     other = np.full(len(anchors), -1, dtype=np.int64)
     sim = np.full(len(anchors), np.nan, dtype=np.float32)
     if len(anchors) > 1:
-        sims, rows = knn(emb, flat_index(emb), 2, progress=lambda f: report(0.5 * f))
-        first_is_self = rows[:, 0] == np.arange(len(anchors))
-        pick = np.where(first_is_self, 1, 0)
-        other = anchors[rows[np.arange(len(anchors)), pick]]
-        sim = sims[np.arange(len(anchors)), pick]
+        # the run's shared anchor graph (exact or measured-recall approximate, as the rule picks)
+        rows, sims = run_graph(run, anchors, progress=lambda f: report(0.5 * f)).first(1)
+        found = rows[:, 0] >= 0
+        other[found] = anchors[rows[found, 0]]
+        sim[found] = sims[found, 0]
 
     splits = anchor_splits(run, split_column=split_column)
     split = np.full(len(anchors), None, dtype=object)

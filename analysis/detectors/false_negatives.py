@@ -40,8 +40,9 @@ Score
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import faiss
 import numpy as np
@@ -67,6 +68,14 @@ EVIDENCE_COLUMNS = (
     "same_cluster",
     "label_agree",
     "guide_diff",
+    "neg_z",
+    "reverse_rank",
+    "anchor_vote",
+    "csls",
+    "claimed",
+    "judge_candidate",
+    "judge_positive",
+    "judge_diff",
     "logit",
 )
 LISTED_SOURCES = ("given", "in_batch")
@@ -87,6 +96,35 @@ class Weights:
     same_cluster: float = 0.5
     label: float = 1.5
     guide: float = 1.0
+    neg_z: float = 0.0
+    reverse_rank: float = 0.0
+    anchor_vote: float = 0.0
+    csls: float = 0.0
+    claimed: float = 0.0
+    judge: float = 1.0
+
+
+ONE_TO_MANY = Weights(
+    bias=-3.0,
+    sim_diff=2.0,
+    sim_to_positive=2.0,
+    anchor_side=-1.0,
+    rank=0.5,
+    mutual=0.5,
+    same_cluster=0.0,
+    label=1.5,
+    guide=1.0,
+    neg_z=2.0,
+    reverse_rank=2.0,
+    anchor_vote=-1.0,
+    csls=0.5,
+    claimed=-2.0,
+    judge=1.0,
+)
+"""Weights for one-to-many data, where valid matches need not look like the given positive (several senses of
+a word, several relevant passages): the candidate unusually close to this anchor (``neg_z``, ``reverse_rank``,
+``csls``) and matched by no other anchor (``claimed``, ``anchor_side`` and ``anchor_vote`` against)."""
+WEIGHT_PRESETS = {"paraphrase": Weights(), "one_to_many": ONE_TO_MANY}
 
 
 @dataclass(frozen=True)
@@ -115,6 +153,8 @@ class Settings:
         Evidence weights.
     seed : int
         Seeds k-means and the index.
+    judge_top : int
+        Candidates a cross-encoder judge scores (the highest-ranked without it).
 
     Raises
     ------
@@ -133,6 +173,7 @@ class Settings:
     index_kind: str = "auto"
     weights: Weights = field(default_factory=Weights)
     seed: int = 0
+    judge_top: int = 1000
 
     def __post_init__(self) -> None:
         sources = (self.sources,) if isinstance(self.sources, str) else tuple(self.sources)
@@ -377,6 +418,12 @@ REASON_TEXT = {
     "same_cluster": "same cluster as the positive",
     "label": "same label",
     "guide": "the guide model agrees",
+    "neg_z": "unusually close for this anchor",
+    "reverse_rank": "this anchor is among the candidate's nearest anchors",
+    "anchor_vote": "nearby anchors list it as their match",
+    "csls": "close to this anchor beyond both items' usual closeness (CSLS)",
+    "claimed": "no other anchor has it as its match",
+    "judge": "the cross-encoder judges it a match",
 }
 
 
@@ -632,26 +679,219 @@ def _guide_evidence(run: Run, guide: Run | None, a: np.ndarray, p: np.ndarray, c
     return guide_diff
 
 
-def _contributions(ev: dict[str, np.ndarray], source: np.ndarray, w: Weights) -> dict[str, np.ndarray]:
-    """Each evidence's log-odds contribution (module docstring); z-scores against the listed negatives."""
+def _anchor_z_evidence(a: np.ndarray, neg_sim: np.ndarray, source: np.ndarray, *, min_negatives: int = 3) -> np.ndarray:
+    """(M,) ``neg_z``: how unusually close c is to a compared with a's own listed negatives,
+    ``(neg_sim - mean_a) / std_a`` over the anchor's listed (given / in-batch) candidates; NaN where the anchor
+    has fewer than ``min_negatives`` of them or they all score alike."""
+    out = np.full(len(a), np.nan)
+    listed = np.isin(source, LISTED_SOURCES)
+    if not listed.any():
+        return out
+    stats = pd.DataFrame({"a": a[listed], "x": neg_sim[listed]}).groupby("a")["x"].agg(["mean", "std", "count"])
+    stats = stats[(stats["count"] >= min_negatives) & (stats["std"] > 1e-9)]
+    mean = _lookup(a, stats.index.to_numpy(np.int64), stats["mean"].to_numpy(np.float64), np.nan)
+    # population standard deviation (ddof 0), as the docs state
+    count = stats["count"].to_numpy(np.float64)
+    std_pop = stats["std"].to_numpy(np.float64) * np.sqrt((count - 1) / count)
+    std = _lookup(a, stats.index.to_numpy(np.int64), std_pop, np.nan)
+    with np.errstate(invalid="ignore"):
+        out = (neg_sim - mean) / std
+    return out
+
+
+def _anchor_neighbours(r: _RunArrays, s: Settings, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each query item's ``k`` nearest anchors, the query itself left out: (Q, k) anchor item ids (-1 = none)
+    and (Q, k) similarities, nearest first."""
+    anchors_all = np.unique(r.anchor_of)
+    index = build_index(r.emb[anchors_all], kind=s.index_kind, n_queries=len(queries), seed=s.seed)
+    depth = min(k + 1, len(anchors_all))
+    sims, nb = index.search(r.emb[queries], depth)
+    items = np.where(nb >= 0, anchors_all[np.maximum(nb, 0)], -1)
+    valid = (items >= 0) & (items != queries[:, None])
+    keep = valid & (np.cumsum(valid, axis=1) <= k)
+    # shift the kept entries left so that column j is the (j+1)-th nearest other anchor
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    rows = np.arange(len(queries))[:, None]
+    out_items = np.where(keep[rows, order], items[rows, order], -1)
+    out_sims = np.where(keep[rows, order], np.asarray(sims, dtype=np.float64)[rows, order], np.nan)
+    if out_items.shape[1] < k:
+        pad = k - out_items.shape[1]
+        out_items = np.pad(out_items, ((0, 0), (0, pad)), constant_values=-1)
+        out_sims = np.pad(out_sims, ((0, 0), (0, pad)), constant_values=np.nan)
+    return out_items, out_sims
+
+
+def _reverse_rank_evidence(r: _RunArrays, s: Settings, a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """(M,) int64 ``reverse_rank``: a's 1-based rank among c's nearest anchors (c itself left out), and
+    ``rank_depth + 1`` beyond ``rank_depth``: 1 means no other anchor fits c better than a does."""
+    depth = int(s.rank_depth)
+    out = np.full(len(c), depth + 1, dtype=np.int64)
+    if not len(c):
+        return out
+    uc, inv = np.unique(c, return_inverse=True)
+    nb, _ = _anchor_neighbours(r, s, uc, depth)
+    pos = np.arange(1, nb.shape[1] + 1)[None, :]
+    hit = nb[inv.reshape(-1)] == a[:, None]
+    found = hit.any(axis=1)
+    out[found] = np.where(hit, pos, depth + 1).min(axis=1)[found]
+    return out
+
+
+def _csls_evidence(r: _RunArrays, s: Settings, searches: dict[str, _Search], a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """(M,) ``csls`` = 2 a·c - r_a - r_c (cross-domain similarity local scaling, Conneau et al. 2018): r_a is
+    the mean similarity of a to its ``mutual_k`` nearest items of c's modality (its own positives left out),
+    r_c that of c to its ``mutual_k`` nearest anchors (c left out). High when a and c are close for the two
+    of them, not because either sits in a dense region (a "hub") close to everything."""
+    k = int(s.mutual_k)
+    m = len(c)
+    out = np.full(m, np.nan)
+    if not m:
+        return out
+    uc, inv_c = np.unique(c, return_inverse=True)
+    _, sims_c = _anchor_neighbours(r, s, uc, k)
+    with np.errstate(invalid="ignore"):
+        r_c = np.nanmean(np.where(np.isfinite(sims_c), sims_c, np.nan), axis=1) if sims_c.shape[1] else np.full(len(uc), np.nan)
+    r_a = np.full(m, np.nan)
+    for mod, search in searches.items():
+        rows_mod = np.flatnonzero(r.modality[c] == mod)
+        if not len(rows_mod):
+            continue
+        sel = (search.ranks >= 1) & (search.ranks <= k)
+        a_row, col = np.nonzero(sel)
+        sims = row_dots(r.emb, search.anchors[a_row], r.emb, search.neighbours[a_row, col])
+        mean_a = np.bincount(a_row, weights=sims, minlength=len(search.anchors)) / np.maximum(
+            np.bincount(a_row, minlength=len(search.anchors)), 1
+        )
+        has = np.bincount(a_row, minlength=len(search.anchors)) > 0
+        at = np.searchsorted(search.anchors, a[rows_mod])
+        at = np.clip(at, 0, max(len(search.anchors) - 1, 0))
+        ok = (search.anchors[at] == a[rows_mod]) & has[at]
+        r_a[rows_mod[ok]] = mean_a[at[ok]]
+    neg_sim = row_dots(r.emb, a, r.emb, c)
+    return 2.0 * neg_sim - r_a - r_c[inv_c.reshape(-1)]
+
+
+def _claimed_evidence(r: _RunArrays, a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """(M,) float 1/0 ``claimed``: c is the positive of a pair whose anchor is not a (some other anchor already
+    has c as its match)."""
+    keys = np.unique(_pair_keys(r.positive_of, r.anchor_of, r.n_items))
+    pos_counts = np.bincount(r.positive_of, minlength=r.n_items)
+    own = np.isin(_pair_keys(c, a, r.n_items), keys)
+    # claimed by someone else: c is a positive in more pairs than those of anchor a
+    own_count = np.zeros(len(c))
+    if own.any():
+        pa = pd.DataFrame({"p": r.positive_of, "a": r.anchor_of}).value_counts()
+        own_count[own] = pa.reindex(list(zip(c[own].tolist(), a[own].tolist(), strict=True))).to_numpy(np.float64)
+    return (pos_counts[c] - own_count > 0).astype(np.float64)
+
+
+def _anchor_vote_evidence(
+    r: _RunArrays, s: Settings, searches: dict[str, _Search], a: np.ndarray, c: np.ndarray, *, block: int = 65536
+) -> np.ndarray:
+    """(M,) ``anchor_vote``: the share of a's ``mutual_k`` nearest other anchors that list c as their positive
+    or have c as their nearest neighbour (rank 1 of their own search); 0 when none does."""
+    k = int(s.mutual_k)
+    out = np.zeros(len(c))
+    if not len(c):
+        return out
+    listed = [_pair_keys(r.anchor_of, r.positive_of, r.n_items)]
+    for search in searches.values():
+        a_row, col = np.nonzero(search.ranks == 1)
+        listed.append(_pair_keys(search.anchors[a_row], search.neighbours[a_row, col], r.n_items))
+    listed_keys = np.unique(np.concatenate(listed))
+    ua, inv = np.unique(a, return_inverse=True)
+    nb, _ = _anchor_neighbours(r, s, ua, k)
+    inv = inv.reshape(-1)
+    for start in range(0, len(c), block):
+        stop = min(start + block, len(c))
+        b = nb[inv[start:stop]]
+        keys = _pair_keys(np.maximum(b, 0), np.repeat(c[start:stop, None], b.shape[1], axis=1), r.n_items)
+        hit = np.isin(keys, listed_keys) & (b >= 0)
+        out[start:stop] = hit.sum(axis=1) / max(k, 1)
+    return out
+
+
+def _judge_evidence(
+    run: Run,
+    judge: Callable[[list[str], list[str]], np.ndarray],
+    a: np.ndarray,
+    p: np.ndarray,
+    c: np.ndarray,
+    logit: np.ndarray,
+    *,
+    top: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(M,) judge scores of (a, c) and (a, p) for the ``top`` rows of highest ``logit`` (ties by position); NaN
+    elsewhere. Texts are the items' ``content``."""
+    m = len(c)
+    cand, posi = np.full(m, np.nan), np.full(m, np.nan)
+    rows = np.lexsort((np.arange(m), -logit))[: max(int(top), 0)]
+    if not len(rows):
+        return cand, posi
+    content = run.items["content"].astype(str).to_numpy()
+    cand[rows] = np.asarray(judge(content[a[rows]].tolist(), content[c[rows]].tolist()), dtype=np.float64)
+    pairs = np.unique(np.stack([a[rows], p[rows]], axis=1), axis=0)
+    pos_scores = np.asarray(judge(content[pairs[:, 0]].tolist(), content[pairs[:, 1]].tolist()), dtype=np.float64)
+    keys = _pair_keys(pairs[:, 0], pairs[:, 1], len(content))
+    posi[rows] = _lookup(_pair_keys(a[rows], p[rows], len(content)), keys, pos_scores, np.nan)
+    return cand, posi
+
+
+def evidence_terms(ev: Mapping[str, Any], source: np.ndarray) -> dict[str, np.ndarray]:
+    """Each evidence's unweighted log-odds term (module docstring), keyed by its :class:`Weights` field.
+
+    Continuous evidence becomes a robust z-score against the listed negatives; flags enter as 1/0; missing
+    evidence adds 0. Evidence absent from ``ev`` (a table written before it existed) gives a term of 0.
+
+    Parameters
+    ----------
+    ev : mapping
+        The evidence columns (``EVIDENCE_COLUMNS``), arrays or a :func:`find_false_negatives` table.
+    source : numpy.ndarray
+        (M,) candidate sources; the listed ones are the reference of the z-scores.
+
+    Returns
+    -------
+    dict
+        (M,) float64 arrays.
+    """
+    source = np.asarray(source, dtype=object)
+    m = len(source)
     ref = np.isin(source, LISTED_SOURCES)
     if not ref.any():
-        ref = np.ones(len(source), dtype=bool)
-    neg_log_rank = -np.log(ev["rank"].astype(np.float64))
+        ref = np.ones(m, dtype=bool)
+
+    def col(name: str) -> np.ndarray:
+        return np.asarray(ev[name], dtype=np.float64) if name in ev else np.full(m, np.nan)
 
     def z(x: np.ndarray) -> np.ndarray:
         return np.nan_to_num(robust_z(x, x[ref]), nan=0.0)
 
+    def centred(x: np.ndarray) -> np.ndarray:
+        known = x[ref][np.isfinite(x[ref])]
+        return np.nan_to_num(x - (float(known.mean()) if known.size else 0.0), nan=0.0)
+
     return {
-        "sim_diff": w.sim_diff * z(ev["sim_diff"]),
-        "sim_to_positive": w.sim_to_positive * z(ev["sim_to_positive"]),
-        "anchor_side": w.anchor_side * z(ev["anchor_side_sim"]),
-        "rank": w.rank * z(neg_log_rank),
-        "mutual": w.mutual * ev["mutual"],
-        "same_cluster": w.same_cluster * np.nan_to_num(ev["same_cluster"], nan=0.0),
-        "label": w.label * np.nan_to_num(2.0 * ev["label_agree"] - 1.0, nan=0.0),
-        "guide": w.guide * z(ev["guide_diff"]),
+        "sim_diff": z(col("sim_diff")),
+        "sim_to_positive": z(col("sim_to_positive")),
+        "anchor_side": z(col("anchor_side_sim")),
+        "rank": z(-np.log(col("rank"))),
+        "mutual": np.nan_to_num(col("mutual"), nan=0.0),
+        "same_cluster": np.nan_to_num(col("same_cluster"), nan=0.0),
+        "label": np.nan_to_num(2.0 * col("label_agree") - 1.0, nan=0.0),
+        "guide": z(col("guide_diff")),
+        "neg_z": np.nan_to_num(np.clip(col("neg_z"), -Z_CLIP, Z_CLIP), nan=0.0),
+        "reverse_rank": z(-np.log(col("reverse_rank"))),
+        "anchor_vote": np.nan_to_num(col("anchor_vote"), nan=0.0),
+        "csls": z(col("csls")),
+        "claimed": centred(col("claimed")),
+        "judge": z(col("judge_diff")),
     }
+
+
+def _contributions(ev: dict[str, np.ndarray], source: np.ndarray, w: Weights) -> dict[str, np.ndarray]:
+    """Each evidence's log-odds contribution: its weight times its :func:`evidence_terms` term."""
+    return {name: getattr(w, name) * term for name, term in evidence_terms(ev, source).items()}
 
 
 def find_false_negatives(
@@ -659,6 +899,7 @@ def find_false_negatives(
     *,
     settings: Settings | None = None,
     guide: Run | None = None,
+    judge: Callable[[list[str], list[str]], np.ndarray] | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> pd.DataFrame:
     """Every false-negative candidate of ``run`` with its evidence and score, most suspicious first.
@@ -676,6 +917,10 @@ def find_false_negatives(
         What to mine and how to score (defaults: :class:`Settings`; checked when built).
     guide : Run, optional
         A run of the same dataset with a second ("guide") checkpoint; items are matched by content key.
+    judge : callable, optional
+        Scores (anchor text, candidate text) pairs, e.g. :class:`analysis.detectors.cross_encoder.CrossEncoderJudge`;
+        applied to the ``settings.judge_top`` candidates ranked highest without it, and to their pairs'
+        (anchor, positive); its ``judge_diff`` then enters the score.
     progress : callable, optional
         Called with the fraction done.
 
@@ -720,10 +965,26 @@ def find_false_negatives(
     report(0.8)
     ev["label_agree"], pair_label = _label_evidence(run, a, p, c, use_labels=s.use_labels)
     ev["guide_diff"] = _guide_evidence(run, guide, a, p, c)
+    ev["neg_z"] = _anchor_z_evidence(a, ev["neg_sim"], cands.source)
+    ev["reverse_rank"] = _reverse_rank_evidence(r, s, a, c)
+    ev["anchor_vote"] = _anchor_vote_evidence(r, s, searches, a, c)
+    ev["csls"] = _csls_evidence(r, s, searches, a, c)
+    ev["claimed"] = _claimed_evidence(r, a, c)
+    for name in ("judge_candidate", "judge_positive", "judge_diff"):
+        ev[name] = np.full(m, np.nan)
     report(0.85)
 
+    def total(contrib: dict[str, np.ndarray]) -> np.ndarray:
+        return s.weights.bias + np.sum(np.stack(list(contrib.values()), axis=0), axis=0) if m else np.zeros(0)
+
     contrib = _contributions(ev, cands.source, s.weights)
-    logit = s.weights.bias + np.sum(np.stack(list(contrib.values()), axis=0), axis=0) if m else np.zeros(0)
+    if judge is not None and m:
+        logit = total(contrib)
+        ev["judge_candidate"], ev["judge_positive"] = _judge_evidence(run, judge, a, p, c, logit, top=s.judge_top)
+        ev["judge_diff"] = ev["judge_candidate"] - ev["judge_positive"]
+        contrib = _contributions(ev, cands.source, s.weights)
+    report(0.9)
+    logit = total(contrib)
     score = 1.0 / (1.0 + np.exp(-logit))
     df = pd.DataFrame(
         {
@@ -740,12 +1001,54 @@ def find_false_negatives(
         }
     )
     df["reason"] = _reasons(df, contrib, np.where(ev["label_agree"] == 1.0, pair_label, None))
-    order = np.lexsort((np.arange(m), -score))
+    order = queue_order(logit, ev["sim_diff"], ev["neg_sim"])
     df = df.iloc[order].reset_index(drop=True)
     df.attrs["index"] = "; ".join(f"{mod}: {sr.description}" for mod, sr in searches.items())
     df.attrs["settings"] = asdict(s)
     report(1.0)
     return df
+
+
+def queue_order(logit: np.ndarray, sim_diff: np.ndarray, neg_sim: np.ndarray) -> np.ndarray:
+    """Review order: log-odds descending (not the score, which rounds to 1.000 at the top), exact ties broken by
+    ``sim_diff`` descending, then ``neg_sim`` descending, then input position; (M,) int64 row order."""
+    keys = [np.nan_to_num(np.asarray(x, dtype=np.float64), nan=-np.inf) for x in (logit, sim_diff, neg_sim)]
+    return np.lexsort((np.arange(len(keys[0])), -keys[2], -keys[1], -keys[0]))
+
+
+def score_labels(logit: np.ndarray, *, min_decimals: int = 2, max_decimals: int = 6) -> np.ndarray:
+    """Displayed scores that keep resolution at the top of the queue: the log-odds ``ℓ`` with the fewest decimals
+    (``min_decimals`` .. ``max_decimals``) at which every two different values differ, with the score beside it
+    while it is below 0.995 (``"ℓ 1.23 · p 0.774"``; above that only ℓ, as σ(ℓ) prints 1.000 / 0.99x alike).
+    Rows whose log-odds are exactly equal show ``(tie)``: :func:`queue_order` orders them by evidence.
+
+    Parameters
+    ----------
+    logit : numpy.ndarray
+        (M,) log-odds, e.g. the ``logit`` column of the rows shown.
+
+    Returns
+    -------
+    numpy.ndarray
+        (M,) str.
+    """
+    x = np.asarray(logit, dtype=np.float64)
+    if not len(x):
+        return np.zeros(0, dtype=object)
+    distinct = np.unique(x[np.isfinite(x)])
+    decimals = max_decimals
+    for d in range(min_decimals, max_decimals + 1):
+        if len({format(v, f".{d}f") for v in distinct.tolist()}) == len(distinct):
+            decimals = d
+            break
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    tie = counts[inverse.reshape(-1)] > 1
+    score = 1.0 / (1.0 + np.exp(-x))
+    out = []
+    for v, p, t in zip(x.tolist(), score.tolist(), tie.tolist(), strict=True):
+        text = f"ℓ {v:.{decimals}f}" + (f" · p {p:.3f}" if p < 0.995 else "") + (" (tie)" if t else "")
+        out.append(text)
+    return np.array(out, dtype=object)
 
 
 # --- quality on planted truth ------------------------------------------------------------------------

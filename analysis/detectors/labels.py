@@ -36,6 +36,11 @@ from analysis.choices import LABEL_METHODS as METHODS
 from analysis.errors import NegScopeError
 from analysis.runs.folder import Run
 from analysis.search.exact import knn
+from analysis.search.graph import GRAPH_K, run_graph
+
+#: Items of one modality above which the cross-validated probe gives way to leave-one-out kNN probabilities
+#: read from the run's shared neighbour graph (5-fold logistic regression on 100k x 384 takes minutes).
+PROBE_MAX_ITEMS = 20_000
 
 LABEL_COLUMNS = (
     "item_id",
@@ -151,6 +156,39 @@ def out_of_sample_probs(
     return probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
 
 
+def graph_probs(rows: np.ndarray, sims: np.ndarray, labels: np.ndarray, *, smoothing: float = 1.0) -> np.ndarray:
+    """Leave-one-out class probabilities from each item's nearest other items (out of sample by construction).
+
+    ``p[i, c] = (sum_j w_ij [y_j = c] + smoothing / C) / (sum_j w_ij + smoothing)`` over the neighbours ``j``
+    of ``i`` (the item itself never among them), with weights ``w_ij = max(sim_ij, 0)``.
+
+    Parameters
+    ----------
+    rows : numpy.ndarray
+        (N, k) int64 neighbour rows (-1: none).
+    sims : numpy.ndarray
+        (N, k) float32 similarities.
+    labels : numpy.ndarray
+        (N,) int class codes 0..C-1.
+    smoothing : float
+        Weight of a uniform prior (keeps every probability above zero).
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, C) float64 probabilities, rows summing to 1.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    n, n_classes = len(labels), int(labels.max()) + 1
+    valid = rows >= 0
+    w = np.where(valid, np.maximum(sims.astype(np.float64), 0.0), 0.0)
+    counts = np.zeros((n, n_classes))
+    r = np.repeat(np.arange(n), rows.shape[1])
+    np.add.at(counts, (r, labels[np.where(valid, rows, 0)].ravel()), w.ravel())
+    probs = counts + smoothing / n_classes
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
 def knn_evidence(features: np.ndarray, labels: np.ndarray, *, k: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each row's ``k`` nearest other rows (by cosine), their similarities, and the disagreement baseline.
 
@@ -185,6 +223,13 @@ def knn_evidence(features: np.ndarray, labels: np.ndarray, *, k: int = 10) -> tu
     sims = sims[keep].reshape(n, k)
     disagreement = (labels[rows] != labels[:, None]).mean(axis=1)
     return rows, sims, disagreement
+
+
+def _disagreement(rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,) share of each row's found neighbours (rows >= 0) whose label differs from the row's."""
+    valid = rows >= 0
+    differ = (labels[np.where(valid, rows, 0)] != labels[:, None]) & valid
+    return differ.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
 
 
 def _reason(given: str, suggested: str, p_given: float, p_sugg: float, agree: int, k: int, flagged: bool) -> str:
@@ -237,6 +282,7 @@ def label_issues(
     items = labelled_items(run, examine=examine)
     frames = []
     skipped = 0
+    probes: list[str] = []
     groups = list(items.groupby("modality", sort=True))
     for g, (modality, group) in enumerate(groups):
         counts = group["label"].value_counts()
@@ -249,11 +295,19 @@ def label_issues(
         classes = np.array(sorted(ok_classes, key=_class_sort_key), dtype=object)
         codes = pd.Categorical(group["label"], categories=classes).codes.astype(np.int64)
         feats = run.embeddings[group["item_id"].to_numpy()]
-        probs = out_of_sample_probs(feats, codes, method=method, n_folds=n_folds, k=k, seed=seed)
+        if len(codes) > PROBE_MAX_ITEMS:
+            # at scale: the run's shared neighbour graph gives both the evidence and leave-one-out probabilities
+            graph = run_graph(run, group["item_id"].to_numpy(), k=max(GRAPH_K, k), modality=str(modality))
+            rows, sims = graph.first(min(k, graph.k))
+            probs = graph_probs(rows, sims, codes)
+            disagree = _disagreement(rows, codes)
+            probes.append(f"{modality}: kNN probabilities from the shared graph ({graph.describe()})")
+        else:
+            probs = out_of_sample_probs(feats, codes, method=method, n_folds=n_folds, k=k, seed=seed)
+            rows, sims, disagree = knn_evidence(feats, codes, k=k)
         report((g + 0.6) / len(groups))
         issues = find_label_issues(codes, probs, filter_by="prune_by_noise_rate", n_jobs=1)
         quality = get_label_quality_scores(codes, probs, method="self_confidence")
-        rows, sims, disagree = knn_evidence(feats, codes, k=k)
         best = probs.argmax(axis=1)
         p_given = probs[np.arange(len(codes)), codes]
         p_sugg = probs[np.arange(len(codes)), best]
@@ -285,9 +339,9 @@ def label_issues(
                     "p_given": p_given,
                     "p_suggested": p_sugg,
                     "knn_disagreement": disagree,
-                    "neighbor_ids": [item_ids[r].tolist() for r in rows],
-                    "neighbor_labels": [classes[codes[r]].tolist() for r in rows],
-                    "neighbor_sims": [s.astype(float).round(4).tolist() for s in sims],
+                    "neighbor_ids": [item_ids[r[r >= 0]].tolist() for r in rows],
+                    "neighbor_labels": [classes[codes[r[r >= 0]]].tolist() for r in rows],
+                    "neighbor_sims": [s[r >= 0].astype(float).round(4).tolist() for r, s in zip(rows, sims, strict=True)],
                 }
             )
         )
@@ -297,7 +351,7 @@ def label_issues(
         if frames
         else pd.DataFrame(columns=list(LABEL_COLUMNS))
     )
-    out.attrs.update({"skipped": skipped, "examine": examine, "method": method})
+    out.attrs.update({"skipped": skipped, "examine": examine, "method": method, "probes": probes})
     report(1.0)
     return out
 

@@ -31,6 +31,9 @@ import pandas as pd
 from analysis.runs.candidates import build_candidates
 from analysis.runs.folder import Run
 from analysis.search.exact import count_above, flat_index, knn
+from analysis.search.graph import run_graph, vector_graph
+from analysis.search.index import SearchIndex, build_index
+from analysis.search.rule import choose_kind
 
 # Added to every threshold so that float32 round-off between two ways of computing one dot product never
 # counts the positive above itself.
@@ -85,6 +88,34 @@ def _exclusions(queries: np.ndarray, targets: np.ndarray, gallery: np.ndarray) -
     return couples[:, 0], couples[:, 1]
 
 
+#: Gallery rows sampled to estimate a rank beyond the top ``RANK_TOP_K`` when the search is approximate.
+RANK_SAMPLE = 4096
+#: Neighbours fetched per query (through the approximate index) within which a rank is counted, not sampled.
+RANK_TOP_K = 32
+
+
+def _estimated_above(
+    query_vecs: np.ndarray,
+    thresholds: np.ndarray,
+    gallery_vecs: np.ndarray,
+    index: SearchIndex,
+    *,
+    seed: int = 0,
+) -> np.ndarray:
+    """(P,) gallery rows above each threshold, estimated: counted among the query's top ``RANK_TOP_K`` (from
+    the approximate index, exact similarities) when the threshold lies within them, else scaled up from a
+    uniform sample of ``RANK_SAMPLE`` gallery rows (relative standard error ``sqrt((1 - f) / (S f))`` for a
+    rank at fraction ``f`` of the gallery: 7% at the default flag cut of 5%)."""
+    m = gallery_vecs.shape[0]
+    sims, _ = index.search(query_vecs, min(RANK_TOP_K, m))
+    in_top = np.count_nonzero(sims > thresholds[:, None], axis=1)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(m, size=min(RANK_SAMPLE, m), replace=False))
+    sampled = count_above(query_vecs, gallery_vecs[sample], thresholds, block_size=4096)
+    scaled = np.rint(sampled * (m / len(sample))).astype(np.int64)
+    return np.where(in_top < sims.shape[1], in_top, np.maximum(scaled, in_top))
+
+
 def _ranks(
     query_vecs: np.ndarray,
     targets: np.ndarray,
@@ -94,11 +125,17 @@ def _ranks(
     *,
     block_size: int,
     progress: Callable[[float], None],
+    index: SearchIndex | None = None,
 ) -> np.ndarray:
     """(P,) 1-based rank of each pair's target item among ``gallery`` for its query vector, leaving out the
-    pair's ``excluded`` couples (see :func:`_exclusions`)."""
+    pair's ``excluded`` couples (see :func:`_exclusions`): exact, or estimated (:func:`_estimated_above`)
+    when ``index`` is an approximate index over the gallery."""
     thresholds = np.einsum("ij,ij->i", query_vecs, emb[targets]) + _EPS
-    above = count_above(query_vecs, emb[gallery], thresholds, block_size=block_size, progress=progress)
+    if index is not None and index.kind != "exact":
+        above = _estimated_above(query_vecs, thresholds, emb[gallery], index)
+        progress(1.0)
+    else:
+        above = count_above(query_vecs, emb[gallery], thresholds, block_size=block_size, progress=progress)
     rows, items = excluded
     if len(rows):
         sims = np.einsum("ij,ij->i", query_vecs[rows], emb[items])
@@ -106,7 +143,7 @@ def _ranks(
     return 1 + np.maximum(above, 0)
 
 
-def _prototypes(side: np.ndarray, other: np.ndarray, k: int) -> np.ndarray:
+def _prototypes(side: np.ndarray, other: np.ndarray, k: int, *, graph_rows: np.ndarray | None = None) -> np.ndarray:
     """(P, D) for each pair: the normalised mean of ``other`` over the ``k`` pairs nearest on ``side``.
 
     Parameters
@@ -115,15 +152,37 @@ def _prototypes(side: np.ndarray, other: np.ndarray, k: int) -> np.ndarray:
         (P, D) the embeddings of each pair's item on the searched side and on the voting side.
     k : int
         Neighbouring pairs (the pair itself left out).
+    graph_rows : numpy.ndarray, optional
+        (P, >= k) the neighbouring pairs already known (from the run's shared graph when every pair has its
+        own item on ``side``); default: searched here, exactly or approximately as the rule picks.
     """
     n = side.shape[0]
     k = max(1, min(int(k), n - 1))
-    _, rows = knn(side, flat_index(side), k + 1)
-    keep = rows != np.arange(n)[:, None]
-    keep[keep.all(axis=1), -1] = False  # the pair itself hidden by ties: drop the farthest instead
-    rows = rows[keep].reshape(n, k)
-    proto = other[rows].mean(axis=1)
+    if graph_rows is not None:
+        rows = graph_rows[:, :k]
+    elif choose_kind(n, n, side.shape[1]) == "exact":
+        _, rows = knn(side, flat_index(side), k + 1)
+        keep = rows != np.arange(n)[:, None]
+        keep[keep.all(axis=1), -1] = False  # the pair itself hidden by ties: drop the farthest instead
+        rows = rows[keep].reshape(n, k)
+    else:
+        rows, _, _, _, _ = vector_graph(side, k)
+    weights = (rows >= 0)[:, :, None]
+    proto = (other[np.maximum(rows, 0)] * weights).sum(axis=1)
     return (proto / np.maximum(np.linalg.norm(proto, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _pair_graph(run: Run, side_items: np.ndarray, k: int) -> np.ndarray | None:
+    """(P, k) each pair's neighbouring pairs through the run's shared graph of its ``side_items``, when every
+    pair has its own item on that side (then nearest pairs = pairs of the nearest items); else None."""
+    uniq, inv = np.unique(side_items, return_inverse=True)
+    if len(uniq) != len(side_items):
+        return None
+    graph = run_graph(run, uniq, k=max(k, 16))
+    rows = graph.rows[:, :k]
+    pair_of = np.empty(len(uniq), dtype=np.int64)
+    pair_of[inv] = np.arange(len(side_items))
+    return np.where(rows >= 0, pair_of[np.maximum(rows, 0)], -1)[inv]
 
 
 def _best_other(
@@ -133,9 +192,12 @@ def _best_other(
     excluded: dict[int, set[int]],
     *,
     k: int,
+    index: SearchIndex | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best gallery item of each query that is not the query itself nor one of its excluded items."""
-    sims, rows = knn(emb[query_items], flat_index(emb[gallery]), k)
+    sims, rows = (
+        index.search(emb[query_items], k) if index is not None else knn(emb[query_items], flat_index(emb[gallery]), k)
+    )
     best_id = np.full(len(query_items), -1, dtype=np.int64)
     best_sim = np.full(len(query_items), np.nan, dtype=np.float32)
     for i, q in enumerate(query_items):
@@ -182,6 +244,7 @@ def mismatched_pairs(
     gap_cut: float = 0.05,
     k_best: int = 16,
     block_size: int = 1024,
+    search: str = "auto",
     progress: Callable[[float], None] | None = None,
 ) -> pd.DataFrame:
     """Score every pair for a mismatched positive.
@@ -200,6 +263,10 @@ def mismatched_pairs(
         Neighbours fetched to find each anchor's best other candidate (raised for multi-positive anchors).
     block_size : int
         Queries scored at once in the exact rank count.
+    search : {"auto", "exact", "ivf", "hnsw"}
+        The gallery search: 'auto' is exact while :func:`analysis.search.rule.choose_kind` says the work is
+        small, else approximate with estimated ranks (``attrs["ranks"]``, ``attrs["search"]`` and the
+        measured ``attrs["recall"]`` say which ran).
     progress : callable, optional
         Called with the fraction done.
 
@@ -228,14 +295,20 @@ def mismatched_pairs(
         return lambda f: report(lo + (hi - lo) * f)
 
     a_vecs, p_vecs = emb[anchors], emb[positives]
+    # Exact ranks while the rule says the work (pairs x gallery x dims) is small; above it, an approximate
+    # index over each gallery (recall measured on a sample) serves the top of each ranking and a gallery
+    # sample estimates the rest.
+    idx_p = build_index(emb[gallery_p], kind=search, n_queries=n_pairs)
+    idx_a = build_index(emb[gallery_a], kind=search, n_queries=n_pairs)
     opts = {"block_size": block_size}
-    rank_a2p = _ranks(a_vecs, positives, gallery_p, ex_a2p, emb, progress=step(0.0, 0.2), **opts)
-    rank_p2a = _ranks(p_vecs, anchors, gallery_a, ex_p2a, emb, progress=step(0.2, 0.4), **opts)
+    rank_a2p = _ranks(a_vecs, positives, gallery_p, ex_a2p, emb, progress=step(0.0, 0.2), index=idx_p, **opts)
+    rank_p2a = _ranks(p_vecs, anchors, gallery_a, ex_p2a, emb, progress=step(0.2, 0.4), index=idx_a, **opts)
     if n_pairs > 1:
-        proto_a = _prototypes(a_vecs, p_vecs, k_neighbors)
-        nbr_rank_a = _ranks(proto_a, positives, gallery_p, ex_a2p, emb, progress=step(0.4, 0.6), **opts)
-        proto_p = _prototypes(p_vecs, a_vecs, k_neighbors)
-        nbr_rank_p = _ranks(proto_p, anchors, gallery_a, ex_p2a, emb, progress=step(0.6, 0.8), **opts)
+        k_nb = max(1, min(int(k_neighbors), n_pairs - 1))
+        proto_a = _prototypes(a_vecs, p_vecs, k_neighbors, graph_rows=_pair_graph(run, anchors, k_nb))
+        nbr_rank_a = _ranks(proto_a, positives, gallery_p, ex_a2p, emb, progress=step(0.4, 0.6), index=idx_p, **opts)
+        proto_p = _prototypes(p_vecs, a_vecs, k_neighbors, graph_rows=_pair_graph(run, positives, k_nb))
+        nbr_rank_p = _ranks(proto_p, anchors, gallery_a, ex_p2a, emb, progress=step(0.6, 0.8), index=idx_a, **opts)
     else:  # a single pair has no neighbours to vote: no evidence either way
         nbr_rank_a = nbr_rank_p = np.ones(n_pairs, dtype=np.int64)
 
@@ -247,11 +320,11 @@ def mismatched_pairs(
         anc_of_positive.setdefault(p, set()).add(a)
     uniq_a, inv_a = np.unique(anchors, return_inverse=True)
     k_a = k_best + max(len(s) for s in pos_of_anchor.values())
-    best_id_u, best_sim_u = _best_other(emb, uniq_a, gallery_p, pos_of_anchor, k=k_a)
+    best_id_u, best_sim_u = _best_other(emb, uniq_a, gallery_p, pos_of_anchor, k=k_a, index=idx_p)
     report(0.9)
     uniq_p, inv_p = np.unique(positives, return_inverse=True)
     k_p = k_best + max(len(s) for s in anc_of_positive.values())
-    best_anchor_u, best_anchor_sim_u = _best_other(emb, uniq_p, gallery_a, anc_of_positive, k=k_p)
+    best_anchor_u, best_anchor_sim_u = _best_other(emb, uniq_p, gallery_a, anc_of_positive, k=k_p, index=idx_a)
 
     mutual = np.sqrt(rank_a2p.astype(np.float64) * rank_p2a)
     nbr_mutual = np.sqrt(nbr_rank_a.astype(np.float64) * nbr_rank_p)
@@ -284,6 +357,17 @@ def mismatched_pairs(
     out["reason"] = [
         _reason(row, flag_rank=cut, n_p=n_p, n_a=n_a, gap_cut=gap_cut) for row in out.itertuples(index=False)
     ]
-    out.attrs.update({"flag_rank": cut, "n_gallery_positive": n_p, "n_gallery_anchor": n_a, "k": k_neighbors})
+    exact = idx_p.kind == "exact" and idx_a.kind == "exact"
+    out.attrs.update(
+        {
+            "flag_rank": cut,
+            "n_gallery_positive": n_p,
+            "n_gallery_anchor": n_a,
+            "k": k_neighbors,
+            "ranks": "exact" if exact else f"estimated (top {RANK_TOP_K} searched, beyond it a {RANK_SAMPLE}-row gallery sample)",
+            "search": {"positive gallery": idx_p.describe(), "anchor gallery": idx_a.describe()},
+            "recall": min(float(idx_p.recall or 0.0), float(idx_a.recall or 0.0)),
+        }
+    )
     report(1.0)
     return out

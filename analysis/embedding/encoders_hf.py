@@ -111,6 +111,7 @@ class HFDualEncoder(Encoder):
             from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
         except ImportError as exc:
             raise _import_error("transformers") from exc
+        check_config_size(folder)
         try:
             model = AutoModel.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
             tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
@@ -215,6 +216,40 @@ def _text_max_length(model: Any, tokenizer: Any) -> int:
     tok = int(getattr(tokenizer, "model_max_length", 0) or 0)
     candidates = [v for v in (limit, tok) if 0 < v < 1_000_000]
     return min(candidates) if candidates else 77
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def check_config_size(folder: Path) -> None:
+    """Refuse a ``config.json`` that asks for more parameters than the folder's weight files can hold.
+
+    The model is built on PyTorch's ``meta`` device (shapes only, no memory) and its parameter count compared
+    with the bytes of the weight files (at least one byte per parameter): a hostile config cannot make
+    ``from_pretrained`` allocate (and randomly initialise) gigabytes the weights never fill.
+
+    Raises
+    ------
+    CheckpointError
+        When the config cannot be read or asks for more parameters than the weights hold.
+    """
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+        with torch.device("meta"):
+            meta = AutoModel.from_config(config, trust_remote_code=False)
+    except RecursionError:
+        raise CheckpointError(f"{folder}/config.json is nested too deeply") from None
+    except Exception as exc:  # noqa: BLE001 - third-party loader: any failure is a bad config for the user
+        raise _load_error(folder, "Hugging Face config", exc) from exc
+    params = sum(p.numel() for p in meta.parameters())
+    stored = sum(f.stat().st_size for f in folder.iterdir() if f.is_file() and f.suffix.lower() in _WEIGHT_SUFFIXES)
+    if params > stored * 1.05 + 1_000_000:
+        raise CheckpointError(
+            f"{folder}/config.json describes a model of {params:,} parameters, but the folder's weight files hold "
+            f"{stored:,} bytes; the config does not match the weights (refused before allocating anything)"
+        )
 
 
 def hf_model_type(folder: Path) -> str | None:

@@ -602,13 +602,21 @@ def item_attributes(run: Run) -> pd.DataFrame:
     role[positives] = "positive"
     role[anchors] = "anchor"
 
-    source = np.full(n, "", dtype=object)
+    source = np.full(n, "not a negative", dtype=object)
     if len(run.negatives):
-        by_item = run.negatives.groupby("negative_id")["source"].agg(
-            lambda s: "+".join(x for x in NEGATIVE_SOURCES if x in set(s)) or "+".join(sorted(set(map(str, s))))
-        )
-        source[by_item.index.to_numpy(np.int64)] = by_item.to_numpy()
-    source[source == ""] = "not a negative"
+        # one bit per distinct source (the known ones first, in their order), then one name per bit pattern:
+        # vectorised, as a per-item groupby takes seconds on 100k items
+        names = run.negatives["source"].astype(str).to_numpy()
+        order = [x for x in NEGATIVE_SOURCES if x in set(names)]
+        order += sorted(set(names) - set(order))
+        bits = np.zeros(n, dtype=np.int64)
+        for k, name in enumerate(order):
+            np.bitwise_or.at(bits, negatives[names == name], 1 << k)
+        n_known = sum(1 for x in order if x in NEGATIVE_SOURCES)
+        for pattern in np.unique(bits[bits > 0]):
+            parts = [name for k, name in enumerate(order) if pattern >> k & 1]
+            known = [x for x in parts[:n_known] if x in NEGATIVE_SOURCES]
+            source[bits == pattern] = "+".join(known) if known else "+".join(sorted(parts))
 
     pos_sim = np.einsum("ij,ij->i", run.embeddings[anchors], run.embeddings[positives]).astype(np.float64)
     total = np.bincount(anchors, weights=pos_sim, minlength=n) + np.bincount(positives, weights=pos_sim, minlength=n)

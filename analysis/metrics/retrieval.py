@@ -18,6 +18,7 @@ import numpy as np
 
 from analysis.runs.folder import Run
 from analysis.search.exact import SharedExclusions, target_ranks
+from analysis.search.rule import resolve_kind
 
 RECALL_KS = (1, 5, 10)
 MRR_K = 10
@@ -38,6 +39,8 @@ def directional_ranks(
     target_ids: np.ndarray,
     *,
     max_block_bytes: int = 512 * 2**20,
+    search: str = "auto",
+    info: dict | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> np.ndarray:
     """Rank of each target among all items of its modality, by similarity to its query.
@@ -53,6 +56,13 @@ def directional_ranks(
         same query (pairs with the same query id) do not compete with the target.
     max_block_bytes : int
         Working memory of one block of the exhaustive search (see :func:`analysis.search.exact.target_ranks`).
+    search : {"auto", "exact", "ivf", "hnsw"}
+        'auto': exact while :func:`analysis.search.rule.choose_kind` says the work (queries x items x dims)
+        is small, else counted in an approximate top with exact re-scoring and estimated beyond it
+        (:func:`analysis.search.ranks.estimated_target_ranks`).
+    info : dict, optional
+        Filled with ``rank_kind`` ('exact' or 'estimated'), ``search`` (description) and ``recall`` (the
+        lowest measured recall@10 of an approximate search; 1.0 when exact).
     progress : callable, optional
         Called with the overall fraction done.
 
@@ -69,6 +79,7 @@ def directional_ranks(
     groups = [(m, np.flatnonzero(target_mods == m)) for m in sorted(set(target_mods.tolist()))]
     total = max(sum(len(rows) for _, rows in groups), 1)
     done = 0
+    estimated, recall, notes = False, 1.0, []
     for mod, rows in groups:
         corpus_ids = np.flatnonzero(modality == mod)
         row_of_item = np.full(len(modality), -1, dtype=np.int64)
@@ -84,18 +95,49 @@ def directional_ranks(
             if progress is not None:
                 progress((_done + frac * _n) / total)
 
-        ranks[rows] = target_ranks(
-            embeddings[q_ids],
-            embeddings[corpus_ids],
-            row_of_item[t_ids],
-            exclude=exclude,
-            max_block_bytes=max_block_bytes,
-            progress=report,
-        )
+        kind = resolve_kind(search, len(rows), len(corpus_ids), embeddings.shape[1])
+        if kind == "exact":
+            ranks[rows] = target_ranks(
+                embeddings[q_ids],
+                embeddings[corpus_ids],
+                row_of_item[t_ids],
+                exclude=exclude,
+                max_block_bytes=max_block_bytes,
+                progress=report,
+            )
+            notes.append(f"{mod}: exact ranks")
+        else:
+            from analysis.search.index import build_index
+            from analysis.search.ranks import estimated_target_ranks
+
+            corpus = embeddings[corpus_ids]
+            sample = embeddings[np.unique(q_ids)[:: max(1, len(np.unique(q_ids)) // 500)]]
+            index = build_index(corpus, kind=kind, n_queries=len(rows), sample_queries=sample)
+            ranks[rows] = estimated_target_ranks(
+                embeddings[q_ids], corpus, row_of_item[t_ids], index, exclude=exclude, progress=report
+            )
+            estimated = True
+            recall = min(recall, float(index.recall if index.recall is not None else 0.0))
+            notes.append(f"{mod}: {index.describe()}")
         done += len(rows)
+    if info is not None:
+        info.update(
+            {
+                "rank_kind": "estimated" if estimated else "exact",
+                "search": "; ".join(notes),
+                "recall": recall,
+            }
+        )
     if progress is not None:
         progress(1.0)
     return ranks
+
+
+def rank_info(run: Run, *, reverse: bool = False) -> dict:
+    """How the last :func:`retrieval_ranks` of ``run`` in this process was computed (empty when none was):
+    ``rank_kind`` ('exact', or 'estimated': counted in an approximate top-32 with exact re-scoring, estimated
+    beyond it), ``search`` and the measured ``recall``."""
+    return dict(run._cache.get(f"retrieval_rank_info_{'reverse' if reverse else 'forward'}", {}))
 
 
 def retrieval_ranks(
@@ -103,9 +145,10 @@ def retrieval_ranks(
     *,
     reverse: bool = False,
     max_block_bytes: int = 512 * 2**20,
+    search: str = "auto",
     progress: Callable[[float], None] | None = None,
 ) -> np.ndarray:
-    """Retrieval rank of every pair of ``run``, in ``run.pairs`` order.
+    """Retrieval rank of every pair of ``run``, in ``run.pairs`` order (:func:`rank_info` says how).
 
     Parameters
     ----------
@@ -115,6 +158,8 @@ def retrieval_ranks(
         False: rank of the positive given the anchor. True: rank of the anchor given the positive.
     max_block_bytes : int
         Working memory of one block of the exhaustive search.
+    search : {"auto", "exact", "ivf", "hnsw"}
+        Exact ranks, or (above the rule's budget) estimated ones (see :func:`directional_ranks`).
     progress : callable, optional
         Called with the fraction done.
 
@@ -126,14 +171,19 @@ def retrieval_ranks(
     anchors = run.pairs["anchor_id"].to_numpy(np.int64)
     positives = run.pairs["positive_id"].to_numpy(np.int64)
     queries, targets = (positives, anchors) if reverse else (anchors, positives)
-    return directional_ranks(
+    info: dict = {}
+    ranks = directional_ranks(
         run.embeddings,
         run.items["modality"].to_numpy(),
         queries,
         targets,
         max_block_bytes=max_block_bytes,
+        search=search,
+        info=info,
         progress=progress,
     )
+    run._cache[f"retrieval_rank_info_{'reverse' if reverse else 'forward'}"] = info
+    return ranks
 
 
 def recall_at_k(ranks: np.ndarray, k: int) -> float:

@@ -10,6 +10,10 @@ Layout (a public interface, see ``DESIGN.md``)::
 
 ``items.parquet`` also carries ``key``, a content hash of the item (modality + text, or modality + image
 bytes), so that review decisions survive re-embedding with another checkpoint.
+
+A run written by a distributed engine is **sharded** (``embeddings/part-NNNNN.npy``, ``items/part-NNNNN.parquet``
+..., listed in ``manifest["shards"]``; see :mod:`analysis.runs.shards`); :func:`load_run` opens both forms,
+memory-mapped, behind the one :class:`Run` interface.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +70,29 @@ class Run:
     def run_id(self) -> str:
         """The run folder's name (unique within a workspace)."""
         return self.path.name
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the run folder is in the sharded form (``manifest["shards"]``, see :mod:`analysis.runs.shards`)."""
+        return "shards" in self.manifest
+
+    def embedding_parts(self) -> Iterator[tuple[int, np.ndarray]]:
+        """The embeddings part by part, for analyses that stream instead of holding (N, D) at once.
+
+        Returns
+        -------
+        iterator of (int, numpy.ndarray)
+            ``(first_item_id, block)``: float32 (rows, D) blocks in item-id order, memory-mapped where the run
+            folder is; an unsharded run is one block.
+        """
+        parts = self._cache.get("embedding_parts")
+        if parts is None:
+            yield 0, self.embeddings
+            return
+        start = 0
+        for part in parts:
+            yield start, part
+            start += int(part.shape[0])
 
     @property
     def dim(self) -> int:
@@ -281,13 +309,22 @@ def load_run(path: str | Path) -> Run:
     if not found:
         raise RunError(f"{str(path)[:300]} is not a run folder (no manifest.json)")
     manifest = _read_manifest(manifest_path)
-    try:
-        items = pd.read_parquet(path / "items.parquet")
-        pairs = pd.read_parquet(path / "pairs.parquet")
-        negatives = pd.read_parquet(path / "negatives.parquet")
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a corrupt or missing file
-        raise RunError(f"cannot read run folder {path}: {_one_line(exc)}") from None
-    embeddings = _read_embeddings(path / "embeddings.npy")
+    parts: list[np.ndarray] | None = None
+    embeddings_file = path / "embeddings.npy"
+    if "shards" in manifest:  # the sharded form (analysis.runs.shards): parts memory-mapped, joined once
+        from analysis.runs.shards import join_embedding_parts, open_shards
+
+        items, parts, pairs, negatives = open_shards(path, manifest)
+        embeddings_file = path / "embeddings"
+        embeddings = join_embedding_parts(path, parts)
+    else:
+        try:
+            items = pd.read_parquet(path / "items.parquet")
+            pairs = pd.read_parquet(path / "pairs.parquet")
+            negatives = pd.read_parquet(path / "negatives.parquet")
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a corrupt or missing file
+            raise RunError(f"cannot read run folder {path}: {_one_line(exc)}") from None
+        embeddings = _read_embeddings(embeddings_file)
     for name, table, cols in (
         ("items", items, ITEM_COLUMNS[:4]),
         ("pairs", pairs, PAIR_COLUMNS),
@@ -301,9 +338,9 @@ def load_run(path: str | Path) -> Run:
     if embeddings.ndim != 2 or embeddings.shape[0] != len(items) or embeddings.shape[1] < 1:
         raise RunError(f"{path}: embeddings.npy has shape {embeddings.shape} but there are {len(items)} items")
     items, pairs, negatives = _validate_tables(path, items, pairs, negatives)
-    _validate_embeddings(path / "embeddings.npy", embeddings)
+    _validate_embeddings(embeddings_file, embeddings)
     _validate_manifest(manifest_path, manifest, embeddings.shape)
-    return Run(
+    run = Run(
         path=path,
         manifest=manifest,
         items=items,
@@ -311,6 +348,9 @@ def load_run(path: str | Path) -> Run:
         pairs=pairs,
         negatives=negatives,
     )
+    if parts is not None:
+        run._cache["embedding_parts"] = parts
+    return run
 
 
 #: How far a row's L2 norm may be from 1 (float32 rounding of a normalised row is about 1e-7).
@@ -394,6 +434,8 @@ def _validate_manifest(manifest_path: Path, manifest: dict[str, Any], shape: tup
 def _int_ids(file: Path, table: pd.DataFrame, column: str, n: int | None) -> np.ndarray:
     """The column as int64, refused unless every value is an integer (and in 0..n-1 when ``n`` is given)."""
     values = table[column]
+    if len(values) == 0:  # an empty table (no negatives) may come back with any dtype
+        return np.zeros(0, dtype=np.int64)
     if pd.api.types.is_bool_dtype(values) or not (
         pd.api.types.is_integer_dtype(values) or pd.api.types.is_float_dtype(values)
     ):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from analysis.search.blas import exact_kernel
+
 
 def flat_index(corpus: np.ndarray) -> faiss.IndexFlatIP:
     """Build an exact inner-product index over ``corpus`` (M, D) float32."""
@@ -52,6 +54,9 @@ def knn(
     ids : numpy.ndarray
         (Q, k) int64 corpus row ids.
     """
+    if exact_kernel() == "torch" and (not isinstance(corpus, faiss.Index) or isinstance(corpus, faiss.IndexFlatIP)):
+        vectors = corpus if not isinstance(corpus, faiss.Index) else flat_vectors(corpus)
+        return torch_knn(queries, vectors, k, progress=progress)
     index = corpus if isinstance(corpus, faiss.Index) else flat_index(corpus)
     k = min(int(k), index.ntotal)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -64,6 +69,80 @@ def knn(
         if progress is not None:
             progress(stop / n)
     return sims, ids
+
+
+def flat_vectors(index: faiss.IndexFlat) -> np.ndarray:
+    """(M, D) float32 view of the rows stored in an exact flat index (no copy)."""
+    n, d = int(index.ntotal), int(index.d)
+    return faiss.rev_swig_ptr(index.get_xb(), n * d).reshape(n, d)
+
+
+def torch_knn(
+    queries: np.ndarray,
+    corpus: np.ndarray,
+    k: int,
+    *,
+    block_size: int = 1024,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` by inner product through torch's float32 matmul and top-k (the kernel
+    :func:`analysis.search.blas.exact_kernel` picks where faiss's OpenBLAS runs generic kernels).
+
+    Ties among the returned candidates are broken by the lower corpus row.
+
+    Parameters
+    ----------
+    queries : numpy.ndarray
+        (Q, D) float32.
+    corpus : numpy.ndarray
+        (M, D) float32.
+    k : int
+        Neighbours per query (clipped to M).
+    block_size : int
+        Queries multiplied at once (a (block, M) float32 score matrix is held).
+    progress : callable, optional
+        Called with the fraction done after each block.
+
+    Returns
+    -------
+    sims : numpy.ndarray
+        (Q, k) float32 similarities, descending.
+    ids : numpy.ndarray
+        (Q, k) int64 corpus row ids.
+    """
+    import torch
+
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    corpus = np.ascontiguousarray(corpus, dtype=np.float32)
+    n, m = queries.shape[0], corpus.shape[0]
+    k = min(int(k), m)
+    sims = np.empty((n, k), dtype=np.float32)
+    ids = np.empty((n, k), dtype=np.int64)
+    if n == 0 or k == 0:
+        return sims, ids
+    corpus_t = torch.from_numpy(corpus)
+    with torch.inference_mode():
+        for start in range(0, n, block_size):
+            stop = min(start + block_size, n)
+            scores = torch.from_numpy(queries[start:stop]) @ corpus_t.T
+            # one extra candidate, then a stable sort on (-score, id) so that ties go to the lower row
+            top = min(k + 1, m)
+            val, idx = torch.topk(scores, top, dim=1)
+            v, i = val.numpy(), idx.numpy()
+            order = _row_lexsort(v, i)
+            v = np.take_along_axis(v, order, axis=1)[:, :k]
+            i = np.take_along_axis(i, order, axis=1)[:, :k]
+            sims[start:stop], ids[start:stop] = v, i
+            if progress is not None:
+                progress(stop / n)
+    return sims, ids
+
+
+def _row_lexsort(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Per row, the order by descending value, then ascending id."""
+    key_id = np.argsort(ids, axis=1, kind="stable")
+    by_value = np.argsort(-np.take_along_axis(values, key_id, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(key_id, by_value, axis=1)
 
 
 def count_above(

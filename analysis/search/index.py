@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
-from analysis.search.exact import flat_index, hnsw_index, knn
+from analysis.search.blas import exact_kernel
+from analysis.search.exact import flat_index, hnsw_index, knn, torch_knn
 from analysis.search.rule import EXACT_BUDGET, RECALL_SAMPLE, resolve_kind
 from analysis.search.rule import INDEX_KINDS as INDEX_KINDS
 
@@ -52,6 +53,8 @@ def exact_knn(queries: np.ndarray, corpus: np.ndarray, k: int) -> tuple[np.ndarr
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     corpus = np.ascontiguousarray(corpus, dtype=np.float32)
     k = min(int(k), corpus.shape[0])
+    if exact_kernel() == "torch":
+        return torch_knn(queries, corpus, k)
     with blas_blocks():
         sims, ids = faiss.knn(queries, corpus, k, metric=faiss.METRIC_INNER_PRODUCT)
     return sims, ids
@@ -104,7 +107,8 @@ class SearchIndex:
     def describe(self) -> str:
         """One line for people: the kind, its parameters and its measured recall."""
         if self.kind == "exact":
-            return "exact search (faiss IndexFlatIP)" + (f"; {self.note}" if self.note else "")
+            kernel = "torch matmul" if exact_kernel() == "torch" else "faiss IndexFlatIP"
+            return f"exact search ({kernel})" + (f"; {self.note}" if self.note else "")
         params = ", ".join(f"{k}={v}" for k, v in self.params.items())
         return f"{self.kind.upper()} ({params}), measured recall@{self.recall_k} = {self.recall:.3f}"
 

@@ -113,3 +113,16 @@ def test_nan_logit_scale_never_reaches_the_manifest(tmp_path: Path) -> None:
     text = (Path(run_path) / "manifest.json").read_text()
     assert "NaN" not in text and json.loads(text)["logit_scale"] is None
     assert load_run(run_path).logit_scale is None
+
+
+def test_clip_config_larger_than_its_weights_is_refused(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from tests.tiny_models import make_clip
+
+    folder = make_clip(tmp_path / "clip")
+    assert load_checkpoint(folder, device="cpu").kind == "hf-clip"
+    config = json.loads((folder / "config.json").read_text())
+    config["text_config"]["vocab_size"] = 50_000_000  # 800 M parameters of embeddings the weights do not hold
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="does not match the weights"):
+        load_checkpoint(folder, device="cpu")

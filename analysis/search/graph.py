@@ -1,0 +1,253 @@
+"""One neighbour graph per run, modality and item set, computed once and shared by every analysis.
+
+The detectors (false negatives, mismatched pairs, labels, duplicates) and the map's kNN graph all need each
+item's nearest other items among a set of items of one modality (most often: the anchors). Computing that
+graph is the quadratic part of each of them, so :func:`run_graph` computes it once per run and item set, at
+``GRAPH_K`` neighbours (callers take the first ``k`` columns), through the search
+:func:`analysis.search.rule.choose_kind` picks from the work (exact, or an IVF index whose recall@10 is
+measured against exact search on a sample), and keeps it
+
+- in memory on the ``Run`` (for the rest of the process), and
+- in the run folder, ``RUN/cache/knn-<modality>-k<k>-<digest>.npz`` (plain arrays, read with
+  ``allow_pickle=False``), keyed by a digest of the item set and of their embeddings, so a later command or
+  page reuses it. The cache is an extra file: no public file of the run folder changes, and a folder that
+  cannot be written simply is not cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from analysis.runs.folder import Run
+
+#: Neighbours kept per item in the shared graph (callers slice the first ``k``).
+GRAPH_K = 16
+CACHE_DIR = "cache"
+
+
+@dataclass(frozen=True)
+class NeighbourGraph:
+    """The ``k`` nearest other items of each item of a set, by cosine.
+
+    Attributes
+    ----------
+    item_ids : numpy.ndarray
+        (N,) int64 run item ids of the set, in the order of the rows below.
+    rows : numpy.ndarray
+        (N, k) int64 neighbour rows (positions in ``item_ids``), nearest first, the item itself left out
+        (-1 where an approximate search found too few).
+    sims : numpy.ndarray
+        (N, k) float32 cosine similarities, descending along each row.
+    kind : str
+        'exact' or 'ivf': the search that built it.
+    recall : float
+        Recall@10 of that search against exact search, measured on a sample (1.0 when exact).
+    note : str
+        How the search was chosen (for people).
+    """
+
+    item_ids: np.ndarray
+    rows: np.ndarray
+    sims: np.ndarray
+    kind: str
+    recall: float
+    note: str = ""
+
+    @property
+    def k(self) -> int:
+        """Neighbours per item."""
+        return int(self.rows.shape[1])
+
+    def first(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(N, k) neighbour rows and similarities: the first ``k`` columns (``k`` at most :attr:`k`)."""
+        if k > self.k:
+            raise ValueError(f"the graph holds {self.k} neighbours per item, {k} asked")
+        return self.rows[:, :k], self.sims[:, :k]
+
+    def describe(self) -> str:
+        """One line for people: the search and its measured recall."""
+        if self.kind == "exact":
+            return "exact neighbour search"
+        return f"approximate ({self.kind.upper()}) neighbour search, measured recall@10 = {self.recall:.3f}"
+
+
+def vector_graph(
+    vectors: np.ndarray,
+    k: int,
+    *,
+    kind: str = "auto",
+    seed: int = 0,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, str, float, str]:
+    """The ``k`` nearest other rows of every row, by the search the rule picks from the work (N x N x D).
+
+    Parameters
+    ----------
+    vectors : numpy.ndarray
+        (N, D) float32, L2-normalised.
+    k : int
+        Neighbours per row (clipped to N - 1).
+    kind : {"auto", "exact", "ivf", "hnsw"}
+        The search ('auto': :func:`analysis.search.rule.choose_kind`).
+    seed : int
+        Seed of the approximate index (k-means, recall sample).
+    progress : callable, optional
+        Called with the fraction done.
+
+    Returns
+    -------
+    rows : numpy.ndarray
+        (N, k) int64 neighbour rows, the row itself left out.
+    sims : numpy.ndarray
+        (N, k) float32.
+    kind : str
+        The search that ran.
+    recall : float
+        Its measured recall@10 (1.0 when exact).
+    note : str
+        The index's description.
+    """
+    from analysis.search.exact import knn_graph
+    from analysis.search.index import build_index
+
+    report = progress or (lambda _f: None)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n = vectors.shape[0]
+    k = max(0, min(int(k), n - 1))
+    if k == 0:
+        return np.empty((n, 0), np.int64), np.empty((n, 0), np.float32), "exact", 1.0, "no neighbours"
+    index = build_index(vectors, kind=kind, n_queries=n, seed=seed, progress=lambda f: report(0.3 * f))
+    sims, rows = knn_graph(vectors, k, index=index.index, progress=lambda f: report(0.3 + 0.7 * f))
+    recall = 1.0 if index.recall is None else float(index.recall)
+    return rows, sims, index.kind, recall, index.describe()
+
+
+def _digest(run: Run, item_ids: np.ndarray) -> str:
+    """Digest of the item set and of (a sample of) its embeddings: changes when either does."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(np.ascontiguousarray(item_ids, dtype=np.int64).tobytes())
+    step = max(1, len(item_ids) // 512)
+    h.update(np.ascontiguousarray(run.embeddings[item_ids[::step]], dtype=np.float32).tobytes())
+    h.update(str(run.embeddings.shape).encode())
+    return h.hexdigest()
+
+
+def cache_path(run: Run, modality: str, k: int, digest: str) -> Path:
+    """Where the graph of one item set is cached in the run folder."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(modality))[:40] or "items"
+    return Path(run.path) / CACHE_DIR / f"knn-{safe}-k{int(k)}-{digest}.npz"
+
+
+def _read(path: Path, item_ids: np.ndarray, k: int) -> NeighbourGraph | None:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            cached_ids = data["item_ids"]
+            if not np.array_equal(cached_ids, item_ids) or data["rows"].shape != (len(item_ids), k):
+                return None
+            return NeighbourGraph(
+                item_ids=cached_ids,
+                rows=data["rows"],
+                sims=data["sims"],
+                kind=str(data["kind"]),
+                recall=float(data["recall"]),
+                note=str(data["note"]),
+            )
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _write(path: Path, graph: NeighbourGraph) -> None:
+    try:
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                item_ids=graph.item_ids,
+                rows=graph.rows,
+                sims=graph.sims,
+                kind=np.array(graph.kind),
+                recall=np.array(graph.recall),
+                note=np.array(graph.note),
+            )
+        os.replace(tmp, path)
+    except OSError:
+        return  # a read-only run folder: not cached, nothing else changes
+
+
+def run_graph(
+    run: Run,
+    item_ids: np.ndarray,
+    *,
+    k: int = GRAPH_K,
+    modality: str | None = None,
+    kind: str = "auto",
+    cache: bool = True,
+    progress: Callable[[float], None] | None = None,
+) -> NeighbourGraph:
+    """The shared neighbour graph of ``item_ids`` in ``run``: from memory, the run folder's cache, or computed.
+
+    Parameters
+    ----------
+    run : Run
+        The run folder.
+    item_ids : numpy.ndarray
+        (N,) run item ids (one modality), in the order the graph's rows follow.
+    k : int
+        Neighbours per item (default ``GRAPH_K``; clipped to N - 1).
+    modality : str, optional
+        The items' modality, for the cache file's name (default: read from ``run.items``).
+    kind : {"auto", "exact", "ivf", "hnsw"}
+        The search; 'auto' lets the rule pick from the work. A graph cached by another kind is reused only
+        when ``kind`` is 'auto'.
+    cache : bool
+        Read and write the run folder's cache (the in-memory copy is always used).
+    progress : callable, optional
+        Called with the fraction done.
+
+    Returns
+    -------
+    NeighbourGraph
+    """
+    item_ids = np.ascontiguousarray(item_ids, dtype=np.int64)
+    n = len(item_ids)
+    k = max(0, min(int(k), n - 1))
+    if modality is None:
+        mods = run.items["modality"].to_numpy()[item_ids] if n else np.array([], dtype=object)
+        modality = str(mods[0]) if n and (mods == mods[0]).all() else "mixed"
+    digest = _digest(run, item_ids)
+    memo: dict[str, Any] = run._cache.setdefault("neighbour_graphs", {})
+    key = f"{modality}-{k}-{digest}"
+    found = memo.get(key)
+    if found is not None and (kind == "auto" or found.kind == kind):
+        if progress is not None:
+            progress(1.0)
+        return found
+    path = cache_path(run, modality, k, digest)
+    graph = _read(path, item_ids, k) if cache else None
+    if graph is None or (kind != "auto" and graph.kind != kind):
+        rows, sims, ran, recall, note = vector_graph(run.embeddings[item_ids], k, kind=kind, progress=progress)
+        graph = NeighbourGraph(item_ids=item_ids, rows=rows, sims=sims, kind=ran, recall=recall, note=note)
+        if cache:
+            _write(path, graph)
+    elif progress is not None:
+        progress(1.0)
+    memo[key] = graph
+    return graph
+
+
+def recorded_searches(run: Run) -> list[dict[str, Any]]:
+    """The neighbour graphs used on ``run`` in this process: item count, k, search kind and measured recall."""
+    memo = run._cache.get("neighbour_graphs", {})
+    return [
+        {"items": len(g.item_ids), "k": g.k, "kind": g.kind, "recall": round(g.recall, 4), "search": g.note}
+        for g in memo.values()
+    ]
