@@ -197,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.n, args.queries, args.ann_n = 20_000, 4096, 50_000
+    from analysis.search.blas import describe_kernel
+
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(describe_kernel())
+    print(f"load average: {Path('/proc/loadavg').read_text().strip()}")
     if not args.skip_ann:
         ann(args.ann_n, args.dim, args.ann_kind, args.ann_data)
     throughput(args.n, args.queries, args.dim, args.k, args.block, args.repeat)

@@ -72,6 +72,7 @@ def main() -> None:
     home = tempfile.mkdtemp(prefix="negscope_bench_")
     os.environ["NEGSCOPE_HOME"] = home
 
+    from streamlit.runtime.scriptrunner.script_cache import ScriptCache
     from streamlit.testing.v1 import AppTest
 
     from analysis.embedding.engine import embed_to_run
@@ -80,8 +81,6 @@ def main() -> None:
     from ui.state import ANNOTATOR_KEY, RUN_KEY
 
     # one script cache for the session, as the server keeps (AppTest builds a new one, recompiling the page, per run)
-    from streamlit.runtime.scriptrunner.script_cache import ScriptCache
-
     shared_cache = ScriptCache()
     mock.patch("streamlit.testing.v1.app_test.ScriptCache", lambda: shared_cache).start()
     run_path = embed_to_run(SAMPLE_DATA, SAMPLE_CHECKPOINT, device="cpu")

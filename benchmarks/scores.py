@@ -113,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     ratio = achieved / baseline
     print(f"ratio ranking / matmul    {ratio:8.2f}   (goal >= 0.7)")
     print(f"ratio ranking / faiss     {achieved / faiss_gflops:8.2f}")
+    from analysis.search.blas import describe_kernel
+
+    print(describe_kernel())
+    print(f"load average: {Path('/proc/loadavg').read_text().strip()}")
     return 0
 
 

@@ -17,7 +17,7 @@ from analysis.metrics.mining_filter import (
     apply_filter,
     to_sentence_transformers,
 )
-from analysis.metrics.retrieval import has_reverse, recall_curve, retrieval_ranks
+from analysis.metrics.retrieval import has_reverse, rank_info, recall_curve, retrieval_ranks
 from analysis.metrics.scores import ScoreReport, pair_table, score_report
 from analysis.runs.candidates import Candidates, build_candidates
 from analysis.runs.folder import NEGATIVE_SOURCES, Run
@@ -212,6 +212,14 @@ def show_metrics(data: ScoreReport, run: Run) -> None:
             strict=True,
         ):
             col.metric(label, fmt(metrics[key]))
+        info = rank_info(run, reverse="positive → anchor" in title)
+        if info.get("rank_kind") == "estimated":
+            st.caption(
+                escape_text(
+                    "Ranks counted in each query's approximate top 32 (exact similarities; measured recall@10 "
+                    f"{info['recall']:.3f}), estimated from a sample beyond it: {info['search']}"
+                )
+            )
     if s["reverse"] is None:
         st.caption("Anchors and positives are the same modality, so only one retrieval direction is reported.")
 
@@ -263,7 +271,8 @@ def show_distributions(data: ScoreReport, run: Run) -> None:
         )
     st.plotly_chart(recall_figure(curves), width="stretch", key="scores_fig_recall")
     st.caption(
-        "Share of pairs whose target ranks in the top k among all items of its modality (exact search). "
+        "Share of pairs whose target ranks in the top k among all items of its modality "
+        f"({'exact search' if rank_info(run).get('rank_kind', 'exact') == 'exact' else 'estimated ranks, see above'}). "
         "Recall@1, @5, @10 above are points of these curves."
     )
 

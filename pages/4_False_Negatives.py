@@ -27,6 +27,7 @@ from analysis.review.store import Decision
 from analysis.runs.folder import NEGATIVE_SOURCES, Run
 from analysis.runs.workspace import list_runs
 from ui import annotators, review
+from ui import fn_learning as fn_learning_ui
 from ui.render import show_item
 from ui.safe_text import escape_text
 from ui.state import annotator_name, cached_run, require_run
@@ -153,6 +154,7 @@ def settings_sidebar(run: Run) -> tuple[Settings, Run | None, str, float]:
     with st.sidebar.expander("False-negative settings", expanded=False):
         mine_k = st.number_input("Mined neighbours per anchor", min_value=0, max_value=100, step=5, key="fn_mine_k")
         use_labels = st.checkbox("Use class labels as evidence", key="fn_use_labels")
+        weights = fn_learning_ui.weight_preset()
         guides = [p for p in list_runs() if p.resolve() != run.path.resolve() and _same_dataset(p, run)]
         options = [""] + [str(p) for p in guides]
         if st.session_state["fn_guide"] not in options:
@@ -173,8 +175,8 @@ def settings_sidebar(run: Run) -> tuple[Settings, Run | None, str, float]:
         try:
             guide = cached_run(guide_path, (Path(guide_path) / "manifest.json").stat().st_mtime)
         except (OSError, NegScopeError) as exc:
-            st.sidebar.error(f"The guide run cannot be read: {exc}")
-    settings = Settings(mine_k=int(mine_k), use_labels=bool(use_labels))
+            st.sidebar.error(f"The guide run cannot be read: {escape_text(exc)}")
+    settings = Settings(mine_k=int(mine_k), use_labels=bool(use_labels), weights=weights)
     return settings, guide, method, float(value)
 
 
@@ -260,7 +262,10 @@ def _undo(run: Run, annotator: str) -> None:
 def evidence_metrics(row: pd.Series) -> None:
     """The numbers behind one candidate's score."""
     cols = st.columns(6)
-    cols[0].metric("Score", f"{row['score']:.3f}", "flagged" if row["flagged"] else "not flagged", delta_color="off")
+    cols[0].metric(
+        "Score", f"{row['score']:.3f}", "flagged" if row["flagged"] else "not flagged", delta_color="off",
+        help=f"log-odds {row['logit']:.4f}",
+    )
     cols[1].metric("neg_sim", f"{row['neg_sim']:.3f}", f"pos_sim {row['pos_sim']:.3f}", delta_color="off")
     cols[2].metric("Rank among anchor's neighbours", str(int(row["rank"])))
     stp = row["sim_to_positive"]
@@ -358,8 +363,8 @@ def grid(run: Run, queue: pd.DataFrame, annotator: str) -> None:
 
 def bulk(run: Run, queue: pd.DataFrame, annotator: str) -> None:
     """The queue as a table; select rows and decide them all at once."""
-    shown = queue.head(TABLE_ROWS)
-    cols = ["pair_id", "anchor_id", "candidate_id", "source", "score", "flagged", "decision", "reason"]
+    shown = fn_learning_ui.with_score_labels(queue.head(TABLE_ROWS))
+    cols = ["pair_id", "anchor_id", "candidate_id", "source", "score", "log_odds", "flagged", "decision", "reason"]
     # the widget key follows the rows listed, so a selection never outlives the rows it was made on
     signature = hashlib.sha1(
         pd.util.hash_pandas_object(shown[["pair_id", "candidate_id"]].astype(str), index=False).to_numpy().tobytes()
@@ -463,6 +468,7 @@ def queue_area(
     st.caption(f"Neighbour search: {result.attrs.get('index', '')}")
 
     st.subheader("Review queue")
+    table = fn_learning_ui.learning_panel(table)
     queue = filters(table)
     if queue.empty:
         st.info("No candidates match the filters.")
@@ -474,6 +480,7 @@ def queue_area(
         annotators.show_feedback()
     else:
         one_at_a_time(run, queue, annotator, st.session_state["fn_state"])
+    annotators.stale_note(run, prefix="fn")
     # a toggle, not an expander: a folded expander would still build the table at every decision
     if not queue.empty and st.toggle("Show the table and bulk decisions", key="fn_show_table"):
         bulk(run, queue, annotator)
@@ -493,6 +500,7 @@ def main() -> None:
         st.error(f"Mining false-negative candidates failed ({type(exc).__name__}): {escape_text(exc)}")
         st.stop()
     team = annotators.team_settings(annotator)
+    annotators.mark_full_run(run, prefix="fn")
     queue_area(run, result, method, value, annotator, team)
     try:
         decisions = negative_decisions(run, review.decisions(run, kind="negative"))

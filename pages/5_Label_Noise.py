@@ -475,6 +475,7 @@ def review_area(run: Run, result: LabelNoise, annotator: str, team: annotators.T
         show_label(run, result, row, annotator)
     else:
         show_duplicate(run, result, row, annotator)
+    annotators.stale_note(run, prefix="ln")
 
 
 def main() -> None:
@@ -500,6 +501,12 @@ def main() -> None:
         )
     if summary.loc["label", "examined"] == 0:
         st.caption("No labels to examine: the dataset has no label column, or fewer than two classes.")
+    searched = [f"Mismatched pairs: ranks {result.mismatch.attrs['ranks']}; {result.mismatch.attrs['search']}."]
+    searched = searched if str(result.mismatch.attrs.get("ranks", "exact")).startswith("estimated") else []
+    searched += [f"Labels: {probe}." for probe in result.labels.attrs.get("probes", [])]
+    if searched:
+        st.caption(escape_text(" ".join(searched)))
+    annotators.mark_full_run(run, prefix="ln")
     review_area(run, result, annotator, team)
     with st.expander("Agreement between annotators and conflicts", expanded=False):
         annotators.agreement_panel(run, kinds=REVIEW_KINDS, prefix="ln")

@@ -69,7 +69,7 @@ for key, value in {
     "map_lines": False,
     "map_lines_n": 200,
     "map_point_size": 4,
-    "map_max_points": 100_000,
+    "map_max_points": 200_000,
     "map_search": "",
     "map_search_k": 10,
     "map_selected": [],
@@ -205,7 +205,7 @@ def umap_progress(job: Job) -> None:
     """A progress bar that moves while the UMAP job runs; swaps the map in (a full rerun) when it is done."""
     if job.done.is_set():
         if job.error:
-            st.error(f"The UMAP map could not be computed ({job.error}); the PCA map is shown.")
+            st.error(f"The UMAP map could not be computed ({escape_text(job.error)}); the PCA map is shown.")
             return
         ctx = get_script_run_ctx()
         if ctx is not None and ctx.fragment_ids_this_run:  # only a timer tick reruns the page (never a user's click)
@@ -565,7 +565,7 @@ if n > 50_000:
 try:
     values, kind = colour_values(run, st.session_state["map_colour"], attrs)
 except (NegScopeError, ValueError) as exc:
-    st.error(f"Cannot colour by {st.session_state['map_colour']}: {exc}")
+    st.error(f"Cannot colour by {escape_text(st.session_state['map_colour'])}: {escape_text(exc)}")
     values, kind = attrs["modality"].to_numpy(), "category"
 
 query_item, nbrs = search_panel(run)

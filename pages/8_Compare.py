@@ -261,7 +261,7 @@ def runs_from_url(options: dict[str, str]) -> list[str] | None:
         try:
             path = resolve_run_id(run_id)
         except NegScopeError as exc:
-            st.warning(f"The link names runs this server cannot open ({exc}); showing the default runs.")
+            st.warning(f"The link names runs this server cannot open ({escape_text(exc)}); showing the default runs.")
             return None
         paths.append(str(path))
         if str(path) not in options:

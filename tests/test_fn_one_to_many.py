@@ -18,7 +18,7 @@ from analysis.detectors.false_negatives import (
     queue_order,
     score_labels,
 )
-from analysis.detectors.fn_learning import MIN_PER_CLASS, features, fit_weights, rerank
+from analysis.detectors.fn_learning import MIN_PER_CLASS, OffsetLogistic, features, fit_weights, rerank
 from analysis.errors import NegScopeError
 from analysis.runs.folder import Run
 from tests.synthetic import make_synthetic_run
@@ -104,7 +104,7 @@ def test_queue_order_breaks_exact_ties_by_evidence() -> None:
     order = queue_order(logit[:4], sim_diff, neg_sim)
     assert order.tolist() == [1, 2, 3, 0]
     labels = score_labels(np.array([9.1234, 9.1236, 1.0, 1.0]))
-    assert labels.tolist() == ["ℓ 9.1234", "ℓ 9.1236", "ℓ 1.0000 · p 0.731 (tie)", "ℓ 1.0000 · p 0.731 (tie)"]
+    assert labels.tolist() == ["ℓ 9.123", "ℓ 9.124", "ℓ 1.000 · p 0.731 (tie)", "ℓ 1.000 · p 0.731 (tie)"]
     assert score_labels(np.array([0.5, -1.25])).tolist() == ["ℓ 0.50 · p 0.622", "ℓ -1.25 · p 0.223"]
 
 
@@ -130,7 +130,10 @@ def _decided(df: pd.DataFrame, truth: pd.DataFrame, n: int, seed: int = 0) -> tu
     t = truth.rename(columns={"negative_id": "candidate_id"}).drop_duplicates(["pair_id", "candidate_id"])
     merged = t.merge(df, on=["pair_id", "candidate_id"]).reset_index(drop=True)
     y = merged["is_false_negative"].to_numpy(bool)
-    rows = np.random.default_rng(seed).permutation(len(merged))[:n]
+    # half from the top of the queue (as reviewers work it), half at random
+    top = np.argsort(-merged["logit"].to_numpy(), kind="stable")[: n // 2]
+    rest = np.setdiff1d(np.arange(len(merged)), top)
+    rows = np.concatenate([top, np.random.default_rng(seed).permutation(rest)[: n - len(top)]])
     decision = np.full(len(merged), "", dtype=object)
     decision[rows] = np.where(y[rows], "false_negative", "negative")
     return merged.assign(decision=decision), y
@@ -151,20 +154,32 @@ def test_learned_weights_rerank_and_report_cross_validated_precision(tmp_path: P
     assert learned.n_decided == 300 and learned.n_false_negative == int(yd.sum())
     # the out-of-fold figures, recomputed with a plain fold loop at the chosen regularisation
     x = features(table[decided]).to_numpy()
+    off = table.loc[decided, "logit"].to_numpy()
     oof = np.zeros(len(yd))
     cv = StratifiedKFold(n_splits=learned.folds, shuffle=True, random_state=0)
     for train, test in cv.split(x, yd):
-        m = LogisticRegression(C=learned.model.C, max_iter=2000).fit(x[train], yd[train])
-        oof[test] = m.predict_proba(x[test])[:, 1]
+        m = OffsetLogistic.fit(x[train], yd[train], off[train], C=learned.model.C)
+        oof[test] = m.probability(x[test], off[test])
+    assert (oof >= 0.5).any()
     assert learned.cv_precision == pytest.approx(yd[oof >= 0.5].mean(), abs=1e-9)
     assert learned.cv_recall == pytest.approx((oof[yd] >= 0.5).mean(), abs=1e-9)
     assert learned.cv_auprc == pytest.approx(average_precision_score(yd, oof), abs=1e-9)
-    # the learned probability is the logistic function of the shown weights
+    # the learned probability is the logistic function of the table's log-odds plus the shown weight changes
     f = features(table).to_numpy()
     w = learned.weights
-    p = 1 / (1 + np.exp(-(f @ w.drop("bias").to_numpy() + w["bias"])))
+    p = 1 / (1 + np.exp(-(table["logit"].to_numpy() + f @ w.drop("bias").to_numpy() + w["bias"])))
     np.testing.assert_allclose(learned.probability(table), p, rtol=1e-9)
     assert list(learned.weight_table()["evidence"])[-1] == "bias"
+    # without an offset the fit is scikit-learn's L2 logistic regression (same C convention)
+    ref = LogisticRegression(C=0.3, max_iter=5000, tol=1e-10).fit(x, yd)
+    mine = OffsetLogistic.fit(x, yd, np.zeros(len(yd)), C=0.3)
+    np.testing.assert_allclose(mine.coef, ref.coef_[0], atol=2e-4)
+    assert mine.bias == pytest.approx(ref.intercept_[0], abs=2e-4)
+    # with an offset: the optimum's gradient vanishes (float64 reference of the objective's derivative)
+    fitted = OffsetLogistic.fit(x, yd, off, C=0.3)
+    resid = 1 / (1 + np.exp(-(off + fitted.bias + x @ fitted.coef))) - yd
+    np.testing.assert_allclose(x.T @ resid + fitted.coef / 0.3, 0.0, atol=1e-3)
+    assert abs(resid.sum()) < 1e-3
     # re-ranked: undecided first, by learned score; uncertainty order: |p - 0.5| ascending
     ranked = rerank(table, learned)
     n_open = int((~decided).sum())
@@ -174,9 +189,10 @@ def test_learned_weights_rerank_and_report_cross_validated_precision(tmp_path: P
     assert (unsure["learned_score"].iloc[:n_open] - 0.5).abs().is_monotonic_increasing
     # the learned ranking of the undecided rows is at least as good as the hand-set score there
     rest = ~decided.to_numpy()
-    assert average_precision_score(y[rest], learned.probability(table[rest])) >= average_precision_score(
-        y[rest], table.loc[rest, "logit"]
-    ) - 0.02
+    assert (
+        average_precision_score(y[rest], learned.probability(table[rest]))
+        >= average_precision_score(y[rest], table.loc[rest, "logit"]) - 0.02
+    )
 
 
 def test_learning_refuses_too_few_decisions(small) -> None:
@@ -272,3 +288,63 @@ def test_cross_encoder_judge_scores_pairs_and_enters_the_score(tmp_path: Path) -
     with pytest.raises(NegScopeError, match="safetensors"):
         CrossEncoderJudge(tmp_path / "bad")
 
+
+def test_label_set_overlap_for_multi_label_data(tmp_path: Path) -> None:
+    from analysis.runs.folder import load_run, write_run
+
+    run, _ = make_synthetic_run(tmp_path / "run", n_pairs=60, k=3, seed=3)
+    rng = np.random.default_rng(0)
+    tags = ["dog", "ball", "beach", "child", "red"]
+    items = run.items.copy()
+    items["label"] = [
+        "|".join(sorted(rng.choice(tags, size=rng.integers(1, 4), replace=False))) for _ in range(len(items))
+    ]
+    manifest = {k: v for k, v in run.manifest.items() if k not in ("dim", "n_items")}
+    path = write_run(
+        tmp_path / "multi",
+        manifest=manifest,
+        items=items,
+        embeddings=run.embeddings,
+        pairs=run.pairs,
+        negatives=run.negatives,
+    )
+    df = find_false_negatives(load_run(path), settings=Settings(mine_k=2, rank_depth=10, mutual_k=3, n_clusters=4))
+    labels = items["label"].to_numpy()
+    for r in df.sample(60, random_state=0).itertuples(index=False):
+        sa, sc = set(labels[r.anchor_id].split("|")), set(labels[r.candidate_id].split("|"))
+        assert r.label_agree == pytest.approx(len(sa & sc) / len(sa | sc))
+
+
+def _panel_app(table_path: str) -> None:
+    import pandas as pd
+    import streamlit as st
+
+    from ui.fn_learning import learning_panel, with_score_labels
+
+    table = pd.read_parquet(table_path)
+    out = learning_panel(table)
+    st.write(f"first: {out['pair_id'].iloc[0]}-{out['candidate_id'].iloc[0]}")
+    st.dataframe(with_score_labels(out.head(5))[["log_odds"]])
+
+
+@pytest.mark.slow
+def test_the_learning_panel_shows_the_learned_weights(small, tmp_path: Path) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    _, truth, _, df = small
+    table, _ = _decided(df, truth.false_negative, 200)
+    path = tmp_path / "table.parquet"
+    table.to_parquet(path)
+    at = AppTest.from_function(_panel_app, args=(str(path),), default_timeout=120).run()
+    assert not at.exception
+    assert len(at.dataframe) == 1  # off: no weights shown, queue unchanged
+    at.toggle(key="fn_learn").set_value(True).run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    learned = fit_weights(table)
+    assert metrics["Cross-validated precision"] == f"{learned.cv_precision:.2f}"
+    weights = at.dataframe[0].value
+    assert list(weights.columns) == ["evidence", "preset", "change", "learned"]
+    np.testing.assert_allclose(weights["change"].to_numpy(), learned.weight_table()["change"].to_numpy())
+    top = rerank(table, learned).iloc[0]
+    assert any(f"first: {top['pair_id']}-{top['candidate_id']}" in m.value for m in at.markdown)

@@ -136,3 +136,37 @@ def test_each_annotator_sees_their_share_of_the_queue(run: Run) -> None:
     expected = share_mask(names, "ann", ["ann", "bob"], overlap=0.5)
     assert mine == int(np.sum(expected))
     assert 0.5 * total < mine < total
+
+
+def test_label_noise_next_previous_and_inline_refusal(run: Run) -> None:
+    at = _page(LN_PAGE, run, "")
+    at.toggle(key="ln_flagged_only").set_value(False).run()
+    options = at.session_state["ln_options"]
+    first = at.session_state["ln_pick"]
+    assert first == options[0]
+    at.button(key="ln_next").click().run()
+    assert at.session_state["ln_pick"] == options[1]
+    at.button(key="ln_prev").click().run()
+    assert at.session_state["ln_pick"] == options[0]
+    # no name: the refusal shows beside the buttons and as a toast, and nothing is written
+    assert any("Enter your name" in w.value for w in at.warning)
+    at.button(key="ln_pair_mismatched").click().run()
+    assert any("Enter your name" in t.value for t in at.toast)
+    assert ReviewStore(review_db_path()).count() == 0
+
+
+def test_decisions_in_the_fragment_flag_the_rest_of_the_page_as_stale(run: Run) -> None:
+    from unittest import mock
+
+    from benchmarks.review_decision import _fragment_runner
+
+    at = _page(FN_PAGE, run, "ann")
+    fragments = list(at._fragment_storage._fragments)  # noqa: SLF001 - the page's queue fragment
+    assert len(fragments) == 1
+    with mock.patch("streamlit.testing.v1.local_script_runner.LocalScriptRunner.run", _fragment_runner(fragments)):
+        at.button(key="fn_btn_negative").click().run()  # reruns the queue alone, as the browser does
+    assert not at.exception, at.exception
+    assert ReviewStore(review_db_path()).count() == 1
+    assert any(c.value.startswith("1 decisions were recorded since this page was drawn") for c in at.caption)
+    at.run()  # a whole-page run draws the agreement, the counts and the export again
+    assert not any("since this page was drawn" in c.value for c in at.caption)

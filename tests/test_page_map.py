@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from analysis.maps.embedding_map import MapParams, item_neighbours, map_cache_path, pca_2d
 from analysis.review.store import Decision, ReviewStore
 from analysis.runs.folder import load_run, write_run
-from tests.synthetic import make_synthetic_run
+from tests.synthetic import make_synthetic_run, write_image_files
 from ui.state import RUN_KEY
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "6_Embedding_Map.py")
@@ -167,8 +167,10 @@ def test_search_highlights_nearest_neighbours(small_run) -> None:
 
 
 def test_selection_fills_the_table_and_goes_to_the_review_queue(small_run) -> None:
+    write_image_files(small_run)
     at = _app(small_run)
     at.run()
+    _wait_for_umap(at, small_run)  # a selection is made on the final map (UMAP replacing PCA starts afresh)
     at.session_state["map_chart"] = {
         "selection": {
             "points": [
@@ -189,6 +191,11 @@ def test_selection_fills_the_table_and_goes_to_the_review_queue(small_run) -> No
     assert table["item_id"].tolist() == [17, 160]
     assert table["content"].tolist() == small_run.items["content"].iloc[[17, 160]].tolist()
     assert at.selectbox(key="map_show").value == 17
+    # thumbnails of the selected image items
+    modality = small_run.items["modality"].to_numpy()
+    n_images = int(sum(modality[i] == "image" for i in (17, 160)))
+    assert n_images >= 1
+    assert any(c.value.startswith(f"{n_images} of {n_images} selected images") for c in at.caption)
     at.button(key="map_send").click().run()
     assert not at.exception
     assert at.session_state["fn_focus_item_ids"] == [17, 160]

@@ -154,3 +154,26 @@ def test_ray_stays_unimported_by_the_cli_and_the_analyses() -> None:
     repo = Path(__file__).resolve().parent.parent
     proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+class _FakeRay:
+    def __init__(self, **resources: float) -> None:
+        self.resources = resources
+
+    def cluster_resources(self) -> dict[str, float]:
+        return self.resources
+
+
+def test_actor_pool_follows_the_cluster() -> None:
+    from analysis.embedding.ray_engine import _pool
+
+    assert _pool(_FakeRay(CPU=16.0, GPU=4.0), actors=None, device="auto") == (4, 1.0, 1.0)
+    assert _pool(_FakeRay(CPU=16.0, GPU=4.0), actors=8, device="auto") == (4, 1.0, 1.0)  # one GPU per actor
+    assert _pool(_FakeRay(CPU=16.0, GPU=4.0), actors=None, device="cpu") == (16, 0.0, 1.0)
+    assert _pool(_FakeRay(CPU=8.0), actors=None, device="auto") == (8, 0.0, 1.0)
+    assert _pool(_FakeRay(CPU=8.0), actors=2, device="auto") == (2, 0.0, 4.0)
+    assert _pool(_FakeRay(CPU=2.0), actors=4, device="auto") == (4, 0.0, 0.5)  # all four can be scheduled
+    with pytest.raises(NegScopeError, match="has none"):
+        _pool(_FakeRay(CPU=8.0), actors=None, device="cuda")
+    with pytest.raises(NegScopeError, match="positive integer"):
+        _pool(_FakeRay(CPU=8.0), actors=0, device="auto")

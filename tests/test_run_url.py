@@ -17,7 +17,9 @@ from ui.state import ANNOTATOR_KEY, ANNOTATOR_WIDGET, RUN_KEY
 REPO = Path(__file__).resolve().parent.parent
 APP = REPO / "app.py"
 PAGES = sorted((REPO / "pages").glob("*.py"))
-SCRIPTS = [APP, *PAGES]
+# every script that shows a run (the Teaching page needs none)
+HOME = REPO / "home.py"
+SCRIPTS = [p for p in (HOME, *PAGES) if "require_run()" in p.read_text() or "get_run()" in p.read_text()]
 
 
 @pytest.fixture

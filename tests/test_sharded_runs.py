@@ -221,3 +221,27 @@ def test_load_run_checks_the_norms_of_every_part(plain: Run, tmp_path: Path) -> 
     np.save(folder / "embeddings" / "part-00001.npy", part)
     with pytest.raises(RunError, match=r"row 69 \(item 69\).*L2-normalised"):
         load_run(folder)
+
+
+@pytest.mark.slow
+def test_score_page_shows_the_same_figures_for_a_sharded_run(tmp_path: Path) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from tests.synthetic import write_image_files
+    from ui.state import RUN_KEY
+
+    page = str(Path(__file__).resolve().parent.parent / "pages" / "1_Score_Distributions.py")
+    plain = make_synthetic_run(tmp_path / "plain", n_pairs=80, k=3, seed=5)[0]
+    write_image_files(plain)
+    sharded = _shard(plain, tmp_path / "sharded", shard_rows=40)
+
+    def cards(run: Run) -> dict[str, str]:
+        at = AppTest.from_file(page, default_timeout=120)
+        at.session_state[RUN_KEY] = str(run.path)
+        at.run()
+        assert not at.exception, at.exception
+        return {m.label: m.value for m in at.metric}
+
+    shown = cards(sharded)
+    assert "AUROC" in shown and shown["Pairs"] == "80"
+    assert shown == cards(plain)

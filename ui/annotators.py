@@ -307,3 +307,33 @@ def rule_counts(run: Run, rule_: str, adjudicator: str | None, *, kinds: Sequenc
     """Items per (kind, decision) under a rule: what the export applies (cached until the next write)."""
     return _rule_counts(run, run.run_id, str(review_db_path()), review.version(run), rule_, adjudicator,
                         tuple(kinds))  # fmt: skip
+
+
+# --- what the rest of the page has seen ------------------------------------------------------------------
+
+
+def mark_full_run(run: Run, *, prefix: str) -> None:
+    """Remember the decision-log version the whole page was drawn with (call it outside the queue fragment)."""
+    try:
+        st.session_state[f"{prefix}_page_version"] = review.version(run)
+    except NegScopeError:
+        st.session_state.pop(f"{prefix}_page_version", None)
+
+
+def stale_note(run: Run, *, prefix: str) -> None:
+    """Inside the queue fragment: when decisions were written since the page was drawn (this annotator's or
+    anyone's), say that the agreement, the counts and the export below predate them, with a refresh button."""
+    seen = st.session_state.get(f"{prefix}_page_version")
+    try:
+        now = review.version(run)
+    except NegScopeError:
+        return
+    if seen is None or now <= seen:
+        return
+    cols = st.columns([4, 1])
+    cols[0].caption(
+        f"{now - seen:,} decisions were recorded since this page was drawn: the agreement, the rule's counts and "
+        "the export below do not include them yet."
+    )
+    if cols[1].button("Refresh them", key=f"{prefix}_refresh_page"):
+        st.rerun()

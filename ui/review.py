@@ -122,6 +122,13 @@ def corrected(run: Run, **options: bool) -> CorrectedDataset:
     )
 
 
+def _fresh_corrected(run: Run, rule_: str, adjudicator: str | None, options: dict[str, bool]) -> CorrectedDataset:
+    """The corrected dataset built from the decision log as it is now (no cache, no session state)."""
+    store = review_store()
+    chosen = run_decisions(run, store, rule=rule_, adjudicator=adjudicator)
+    return build_corrected(run, chosen, history=store.history(dataset_keys(run)), **options)
+
+
 def zip_bytes(fixed: CorrectedDataset, *, style: str) -> bytes:
     """The export folder (without images) as zip bytes, built by the same writer."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,7 +195,9 @@ def export_panel(run: Run, *, prefix: str) -> None:
                     st.code(str(result.path), language=None)
         st.download_button(
             "Download (zip, without images)",
-            lambda: zip_bytes(fixed, style=style),  # built only when clicked
+            # Built only when clicked, from the log as it is then (decisions made in the queue's fragment
+            # since this panel was drawn are included).
+            lambda: zip_bytes(_fresh_corrected(run, rule_, adjudicator, options), style=style),
             file_name=f"{run.run_id}-corrected.zip",
             mime="application/zip",
             on_click="ignore",

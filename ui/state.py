@@ -116,7 +116,7 @@ def require_run() -> Run:
     if run is None and not current_run_path():
         run = open_sample()
     remembered_annotator()
-    warning = st.session_state.get(_URL_WARNING)
+    warning = st.session_state.pop(_URL_WARNING, None)  # said once, on the page the link opened
     if warning and run is not None:
         st.warning(warning + f"run {escape_text(run.run_id)}.")
     if run is None:

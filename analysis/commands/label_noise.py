@@ -89,6 +89,15 @@ def run(args: argparse.Namespace) -> int:
     info = sys.stdout if args.out else sys.stderr
     summary = result.summary()
     print(summary[summary["kind"].isin(kinds)].to_string(index=False), file=info)
+    from analysis.search.graph import recorded_searches
+
+    # which searches ran (exact, or approximate with the recall measured on a sample)
+    if result.mismatch.attrs.get("search"):
+        print(f"mismatched pairs: ranks {result.mismatch.attrs['ranks']}; {result.mismatch.attrs['search']}", file=info)
+    for probe in result.labels.attrs.get("probes", []):
+        print(f"labels: {probe}", file=info)
+    for graph in recorded_searches(run_):
+        print(f"shared neighbour graph: {graph}", file=info)
     if args.evaluate:
         from analysis.data.truth import pair_truth
 

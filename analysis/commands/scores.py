@@ -68,8 +68,14 @@ def run(args: argparse.Namespace) -> int:
             report.pairs.to_csv(args.pairs_out, index=False)
         except OSError as exc:
             raise NegScopeError(f"cannot write {args.pairs_out}: {exc}") from exc
+    from analysis.metrics.retrieval import rank_info
+
+    # how the ranks were computed (exact, or estimated above the search rule's budget) and the measured recall
+    searches = {"forward": rank_info(loaded)}
+    if rank_info(loaded, reverse=True):
+        searches["reverse"] = rank_info(loaded, reverse=True)
     if args.json:
-        write_json(report.summary)
+        write_json({**report.summary, "rank_search": searches})
         return 0
     s = report.summary
 
@@ -82,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
     print("  anchor -> positive:  " + "  ".join(f"{k} {fmt(s[k])}" for k in s if k.startswith(("recall", "mrr"))))
     if s["reverse"] is not None:
         print("  positive -> anchor:  " + "  ".join(f"{k} {fmt(v)}" for k, v in s["reverse"].items()))
+    for direction, info in searches.items():
+        if info:
+            print(f"  ranks ({direction}): {info['rank_kind']}; {info['search']}")
     if args.pairs_out is not None:
         print(f"per-pair table: {args.pairs_out}")
     return 0

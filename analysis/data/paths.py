@@ -195,7 +195,7 @@ def _safe_extract(archive: Path, dest: Path) -> None:
                         out.write(block)
     except zipfile.BadZipFile as exc:
         raise NegScopeError(f"{archive.name} is not a valid zip file ({exc})") from None
-    except (NotImplementedError, RuntimeError, EOFError, zlib.error) as exc:
+    except (NotImplementedError, RuntimeError, EOFError, zlib.error, OSError, ValueError) as exc:
         raise NegScopeError(f"{archive.name} cannot be extracted ({exc})") from None
 
 

@@ -70,7 +70,9 @@ class CrossEncoderJudge:
                 model_kwargs={"use_safetensors": True},
             )
         except Exception as exc:  # noqa: BLE001 - any loading failure is the user's folder
-            raise NegScopeError(f"the cross-encoder in {path} does not load: {str(exc).splitlines()[0][:300]}") from None
+            raise NegScopeError(
+                f"the cross-encoder in {path} does not load: {str(exc).splitlines()[0][:300]}"
+            ) from None
         self.batch_size = int(batch_size)
         self.folder = path
 

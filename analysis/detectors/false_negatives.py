@@ -19,6 +19,13 @@ Evidence for a candidate ``c`` of a pair (anchor ``a``, positive ``p``)
     ``same_cluster``: c and p fall in the same spherical k-means cell (faiss) of their modality;
     ``label_agree``: 1 / 0 when both the pair and c carry a class label (equal / different), else missing;
     ``guide_diff``: neg_sim - pos_sim under a second "guide" run of the same data (GISTEmbed-style).
+    For one-to-many data (valid matches that need not look like the positive; docs/false_negatives.md):
+    ``neg_z`` = (a·c - mean_a) / std_a over a's listed negatives; ``reverse_rank``: a's rank among c's nearest
+    anchors; ``csls`` = 2 a·c - r_a - r_c (mean similarity to the 10 nearest of the other side);
+    ``anchor_vote``: share of a's ``mutual_k`` nearest anchors that list c as their positive or nearest
+    neighbour; ``claimed``: c is another anchor's positive; multi-label ``label_agree`` is the Jaccard index of
+    the label sets (labels joined by ``|``); ``judge_*``: an optional cross-encoder's scores
+    (:mod:`analysis.detectors.cross_encoder`).
 
 Score
     Each continuous evidence x becomes a robust z-score against the listed negatives (most of which are
@@ -31,7 +38,10 @@ Score
               + w_m [\\text{mutual}] + w_c [\\text{cluster}] + w_\\ell (2\\,\\text{agree} - 1) + w_g z_{\\text{guide}},
         \\qquad \\text{score} = \\sigma(\\ell) = 1 / (1 + e^{-\\ell})
 
-    Missing evidence adds 0. ``flagged`` is ``score >= threshold`` (default 0.5, i.e. the evidence
+    plus the one-to-many terms (:func:`evidence_terms`; weight 0 in the default weights, non-zero in
+    ``ONE_TO_MANY``). Missing evidence adds 0. The queue is ordered by ℓ (:func:`queue_order`, exact ties by
+    evidence) and displays ℓ (:func:`score_labels`), since σ(ℓ) prints 1.000 at the top.
+    ``flagged`` is ``score >= threshold`` (default 0.5, i.e. the evidence
     outweighs the prior ``b``). The sentence-transformers margins are available instead
     (:func:`flag_by`): absolute ``neg_sim > pos_sim - m`` and the sign-safe relative
     ``neg_sim > pos_sim - |pos_sim| * m``.
@@ -81,6 +91,7 @@ EVIDENCE_COLUMNS = (
 LISTED_SOURCES = ("given", "in_batch")
 FLAG_METHODS = ("score", "absolute", "relative")
 Z_CLIP = 4.0
+LABEL_SEPARATOR = "|"
 
 
 @dataclass(frozen=True)
@@ -648,8 +659,12 @@ def _cluster_evidence(r: _RunArrays, s: Settings, p: np.ndarray, c: np.ndarray) 
 def _label_evidence(
     run: Run, a: np.ndarray, p: np.ndarray, c: np.ndarray, *, use_labels: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(M,) float 1/0 label agreement of the pair (the anchor's label, else the positive's) and c, NaN where
-    either is unlabelled; and (M,) the pair's label where known."""
+    """(M,) float label agreement of the pair (the anchor's label, else the positive's) and c, NaN where
+    either is unlabelled; and (M,) the pair's label where known.
+
+    Single labels give 1 / 0 (equal / different). Multi-label data (a label holding several labels joined by
+    ``LABEL_SEPARATOR``, e.g. ``"dog|ball"``) gives the label-set overlap, the Jaccard index
+    ``|A ∩ B| / |A ∪ B|`` of the two sets, so ``2 agree - 1`` runs from -1 (disjoint) to 1 (same set)."""
     m = len(c)
     label_agree = np.full(m, np.nan)
     pair_label = np.full(m, None, dtype=object)
@@ -660,6 +675,12 @@ def _label_evidence(
         cl = labels[c]
         known = np.array([x is not None and y is not None for x, y in zip(pl, cl, strict=True)], dtype=bool)
         label_agree[known] = (pl[known] == cl[known]).astype(np.float64)
+        multi = known & np.array([LABEL_SEPARATOR in str(x) for x in cl], dtype=bool)
+        multi |= known & np.array([LABEL_SEPARATOR in str(x) for x in pl], dtype=bool)
+        for i in np.flatnonzero(multi).tolist():
+            sa = {t.strip() for t in str(pl[i]).split(LABEL_SEPARATOR)} - {""}
+            sc = {t.strip() for t in str(cl[i]).split(LABEL_SEPARATOR)} - {""}
+            label_agree[i] = len(sa & sc) / len(sa | sc) if sa | sc else np.nan
         pair_label = np.where(known, pl, None)
     return label_agree, pair_label
 

@@ -3,16 +3,18 @@
 Features
     One column per evidence term of :func:`analysis.detectors.false_negatives.evidence_terms` (robust z-scores
     against the listed negatives, flags as 1/0, missing as 0), plus the robust z-scores of ``neg_sim`` and
-    ``pos_sim`` and the default score's log-odds ``prior`` (so that a handful of decisions starts from the
-    hand-set weights rather than from nothing).
+    ``pos_sim``.
 
 Fit
     The decided candidates are the examples: ``false_negative`` = 1, ``negative`` = 0 (``unsure`` and
-    undecided rows are left out). An L2 logistic regression,
-    :math:`P(\\text{false negative}) = \\sigma(b + \\sum_j w_j x_j)`, with its regularisation strength chosen by
-    stratified k-fold cross-validation (``LogisticRegressionCV``, scoring: average precision). The
-    cross-validated figures are measured on out-of-fold predictions of the decided items (each predicted by
-    a model that did not see it): precision and recall at probability 0.5, and AUPRC.
+    undecided rows are left out). An L2 logistic regression around the table's own log-odds ℓ (the preset
+    weights), :math:`P(\\text{false negative}) = \\sigma(\\ell + b + \\sum_j w_j x_j)` (:class:`OffsetLogistic`):
+    the fit learns *changes* to the preset weights and, with few or inconsistent decisions, the penalty keeps
+    it at the preset ranking; its inverse regularisation strength
+    ``C`` chosen from ``C_GRID`` by stratified k-fold cross-validation (the best out-of-fold average
+    precision; ties keep the smaller C). The cross-validated figures are those out-of-fold predictions at the
+    chosen C (each decided item predicted by a model that did not see it): precision and recall at
+    probability 0.5, and AUPRC.
 
 Re-ranking
     Undecided candidates first, ordered by the learned probability (``order="score"``) or, for uncertainty
@@ -26,9 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.metrics import average_precision_score
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.model_selection import StratifiedKFold
 
 from analysis.detectors.false_negatives import LISTED_SOURCES, evidence_terms, robust_z
 from analysis.errors import NegScopeError
@@ -36,6 +37,7 @@ from analysis.errors import NegScopeError
 ORDERS = ("score", "uncertainty")
 LABELS = {"false_negative": 1, "negative": 0}
 MIN_PER_CLASS = 5
+C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 
 def features(table: pd.DataFrame) -> pd.DataFrame:
@@ -49,7 +51,7 @@ def features(table: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Columns: the evidence terms, ``neg_sim``, ``pos_sim``, ``prior``; index of ``table``.
+        Columns: the evidence terms, ``neg_sim``, ``pos_sim``; index of ``table``.
     """
     source = table["source"].astype(object).to_numpy()
     cols = {name: table[name].to_numpy() for name in table.columns}
@@ -60,8 +62,59 @@ def features(table: pd.DataFrame) -> pd.DataFrame:
     for name in ("neg_sim", "pos_sim"):
         x = table[name].to_numpy(np.float64)
         terms[name] = np.nan_to_num(robust_z(x, x[ref]), nan=0.0)
-    terms["prior"] = table["logit"].to_numpy(np.float64)
     return pd.DataFrame(terms, index=table.index)
+
+
+@dataclass(frozen=True)
+class OffsetLogistic:
+    """L2 logistic regression around an offset: :math:`P = \\sigma(o + b + x \\cdot w)`, minimising
+    :math:`\\sum_i \\log(1 + e^{-s_i (o_i + b + x_i \\cdot w)}) + \\lVert w \\rVert^2 / (2C)` with
+    :math:`s_i = \\pm 1` (the bias is not penalised), by L-BFGS. With no evidence it stays at the offset.
+
+    Attributes
+    ----------
+    coef : numpy.ndarray
+        (F,) w.
+    bias : float
+        b.
+    C : float
+        Inverse regularisation strength.
+    """
+
+    coef: np.ndarray
+    bias: float
+    C: float
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, offset: np.ndarray, *, C: float) -> OffsetLogistic:  # noqa: N803
+        """Fit to (N, F) ``x``, (N,) 0/1 ``y`` and (N,) ``offset``."""
+        from scipy.optimize import minimize
+
+        x = np.asarray(x, dtype=np.float64)
+        sign = 2.0 * np.asarray(y, dtype=np.float64) - 1.0
+        off = np.asarray(offset, dtype=np.float64)
+
+        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            w, b = theta[:-1], theta[-1]
+            margin = sign * (off + b + x @ w)
+            value = float(np.sum(np.logaddexp(0.0, -margin)) + w @ w / (2.0 * C))
+            g = -sign * 0.5 * (1.0 - np.tanh(0.5 * margin))  # d loss / d (o + b + x.w)
+            grad = np.append(x.T @ g + w / C, g.sum())
+            return value, grad
+
+        res = minimize(
+            loss,
+            np.zeros(x.shape[1] + 1),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": 5000, "gtol": 1e-10, "ftol": 1e-15},
+        )
+        return cls(coef=res.x[:-1].copy(), bias=float(res.x[-1]), C=float(C))
+
+    def probability(self, x: np.ndarray, offset: np.ndarray) -> np.ndarray:
+        """(N,) :math:`\\sigma(o + b + x \\cdot w)`."""
+        z = np.asarray(offset, dtype=np.float64) + self.bias + np.asarray(x, dtype=np.float64) @ self.coef
+        return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 @dataclass(frozen=True)
@@ -71,36 +124,50 @@ class LearnedWeights:
     Attributes
     ----------
     weights : pandas.Series
-        Log-odds weight per feature (index: the :func:`features` columns), plus ``bias``.
+        Learned change of the log-odds weight per feature (index: the :func:`features` columns), plus ``bias``;
+        the learned log-odds are the table's ``logit`` plus these.
+    preset : pandas.Series
+        The weights behind the table's ``logit`` (``attrs["settings"]``), same index; 0 for the extra
+        features, NaN when unknown.
     n_decided, n_false_negative : int
         Examples used (false negatives + negatives) and how many are false negatives.
     cv_precision, cv_recall, cv_auprc : float
         Out-of-fold precision and recall at p >= 0.5, and AUPRC, over the decided items.
     folds : int
         Cross-validation folds.
-    model : LogisticRegression
+    model : OffsetLogistic
         The fitted model (all decided items).
     """
 
     weights: pd.Series
+    preset: pd.Series
     n_decided: int
     n_false_negative: int
     cv_precision: float
     cv_recall: float
     cv_auprc: float
     folds: int
-    model: LogisticRegression
+    model: OffsetLogistic
 
     def probability(self, table: pd.DataFrame) -> np.ndarray:
         """(M,) learned probability that each row of ``table`` is a false negative."""
-        return self.model.predict_proba(features(table).to_numpy())[:, 1]
+        return self.model.probability(features(table).to_numpy(), table["logit"].to_numpy(np.float64))
 
     def weight_table(self) -> pd.DataFrame:
-        """``evidence``, ``weight`` rows, the largest absolute weight first (``bias`` last)."""
-        w = self.weights.drop("bias")
-        order = np.lexsort((w.index.to_numpy(str), -np.abs(w.to_numpy())))
-        out = pd.DataFrame({"evidence": w.index.to_numpy(str)[order], "weight": w.to_numpy()[order]})
-        return pd.concat([out, pd.DataFrame({"evidence": ["bias"], "weight": [self.weights["bias"]]})], ignore_index=True)
+        """``evidence``, ``preset``, ``change``, ``learned`` (= preset + change) rows, the largest absolute
+        learned weight first (``bias`` last)."""
+        full = self.preset + self.weights
+        w = full.drop("bias")
+        order = np.lexsort((w.index.to_numpy(str), -np.abs(np.nan_to_num(w.to_numpy(), nan=0.0))))
+        names = [*w.index.to_numpy(str)[order].tolist(), "bias"]
+        return pd.DataFrame(
+            {
+                "evidence": names,
+                "preset": self.preset[names].to_numpy(),
+                "change": self.weights[names].to_numpy(),
+                "learned": full[names].to_numpy(),
+            }
+        )
 
 
 def decided_labels(table: pd.DataFrame) -> np.ndarray:
@@ -142,18 +209,31 @@ def fit_weights(table: pd.DataFrame, *, folds: int = 5, seed: int = 0) -> Learne
             f"there are {n_pos} and {n_neg}"
         )
     x = features(table.iloc[rows]).to_numpy()
+    offset = table["logit"].to_numpy(np.float64)[rows]
     k = int(max(2, min(folds, n_pos, n_neg)))
-    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    search = LogisticRegressionCV(Cs=np.logspace(-3, 2, 11), cv=cv, scoring="average_precision", max_iter=2000)
-    search.fit(x, y)
-    c_best = float(np.atleast_1d(search.C_)[0])
-    model = LogisticRegression(C=c_best, max_iter=2000).fit(x, y)
-    oof = cross_val_predict(LogisticRegression(C=c_best, max_iter=2000), x, y, cv=cv, method="predict_proba")[:, 1]
+    splits = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y))
+    best_c, best_ap, oof = C_GRID[0], -1.0, np.zeros(len(y))
+    for c_value in C_GRID:
+        pred_c = np.zeros(len(y))
+        for train, test in splits:
+            fold_model = OffsetLogistic.fit(x[train], y[train], offset[train], C=c_value)
+            pred_c[test] = fold_model.probability(x[test], offset[test])
+        ap = float(average_precision_score(y, pred_c))
+        if ap > best_ap + 1e-12:  # ties keep the smaller C (stronger regularisation)
+            best_c, best_ap, oof = c_value, ap, pred_c
+    model = OffsetLogistic.fit(x, y, offset, C=best_c)
     pred = oof >= 0.5
-    names = list(features(table.iloc[:0]).columns)
-    weights = pd.Series(np.append(model.coef_[0], model.intercept_[0]), index=[*names, "bias"], dtype=np.float64)
+    names = [*features(table.iloc[:0]).columns, "bias"]
+    weights = pd.Series(np.append(model.coef, model.bias), index=names, dtype=np.float64)
+    preset_w = (table.attrs.get("settings") or {}).get("weights")
+    preset = pd.Series(
+        [float(preset_w.get(n, 0.0)) if isinstance(preset_w, dict) else np.nan for n in names],
+        index=names,
+        dtype=np.float64,
+    )
     return LearnedWeights(
         weights=weights,
+        preset=preset,
         n_decided=len(y),
         n_false_negative=n_pos,
         cv_precision=float(y[pred].mean()) if pred.any() else float("nan"),

@@ -110,7 +110,7 @@ def _pool(ray: Any, *, actors: int | None, device: str) -> tuple[int, float, flo
             raise NegScopeError(f"--device {device} asks for GPUs but the Ray cluster has none")
         return (min(int(actors), gpus) if actors else gpus), 1.0, 1.0
     n = int(actors) if actors else cpus
-    return n, 0.0, max(1.0, float(cpus // n))
+    return n, 0.0, float(cpus) / n  # a fractional share when there are more actors than CPUs: all can start
 
 
 def embed_to_run_ray(
@@ -349,7 +349,7 @@ def _run_pool(
             "precision": precision,
             "batch_size": batch_size,
             "root": str(root) if root is not None else None,
-            "threads": None if gpus_per_actor else int(cpus_per_actor),
+            "threads": None if gpus_per_actor else max(1, int(cpus_per_actor)),
         },
         batch_format="pandas",
         batch_size=block,

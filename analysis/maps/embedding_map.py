@@ -303,6 +303,7 @@ def umap_2d(
     init: str = "pca",
     knn_method: str = "auto",
     seed: int | None = 0,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     progress: Progress | None = None,
 ) -> np.ndarray:
     """UMAP of unit-norm rows, from a faiss neighbour graph handed to umap-learn.
@@ -315,6 +316,9 @@ def umap_2d(
         See :class:`MapParams`.
     knn_method : {"auto", "exact", "ivf", "hnsw"}
         See :class:`MapParams` (its ``knn``).
+    neighbours : tuple of numpy.ndarray, optional
+        ``(rows, sims)``, (N, >= n_neighbors - 1) each row's nearest other rows and their similarities, already
+        computed (the run's shared graph, :func:`analysis.search.graph.run_graph`); default: searched here.
     progress : callable, optional
         ``progress(fraction, message)``; the neighbour graph is the first 30%, the layout epochs the rest.
 
@@ -330,9 +334,16 @@ def umap_2d(
     k = int(min(n_neighbors, n - 1))
     report = progress or (lambda f, m: None)
     report(0.0, "finding neighbours (faiss)")
-    ids, dists, _ = umap_knn(
-        vectors, k, method=knn_method, seed=seed or 0, progress=lambda f: report(0.3 * f, "finding neighbours (faiss)")
-    )
+    if neighbours is not None and neighbours[0].shape[1] >= k - 1:
+        rows, sims = neighbours[0][:, : k - 1], neighbours[1][:, : k - 1]
+        dists = np.sqrt(np.maximum(2.0 - 2.0 * sims, 0.0)).astype(np.float32)
+        dists[rows < 0] = np.inf
+        ids = np.hstack([np.arange(n, dtype=np.int64)[:, None], rows])
+        dists = np.hstack([np.zeros((n, 1), dtype=np.float32), dists])
+    else:
+        ids, dists, _ = umap_knn(
+            vectors, k, method=knn_method, seed=seed or 0, progress=lambda f: report(0.3 * f, "finding neighbours (faiss)")
+        )
     report(0.3, "loading UMAP")
     umap = import_umap()
     auto_epochs_n, auto_rate = auto_schedule(n)
@@ -558,6 +569,13 @@ def compute_map(
     if params.method == "pca":
         coords = pca_2d(run.embeddings, seed=params.seed)
     else:
+        shared = None
+        if params.knn == "auto" and n > 4:
+            # the run's shared neighbour graph (cached in the run folder; the detectors reuse it too)
+            from analysis.search.graph import GRAPH_K, run_graph
+
+            graph = run_graph(run, np.arange(n), k=max(GRAPH_K, params.n_neighbors - 1), cache=use_cache)
+            shared = (graph.rows, graph.sims)
         coords = umap_2d(
             run.embeddings,
             n_neighbors=params.n_neighbors,
@@ -567,6 +585,7 @@ def compute_map(
             init=params.init,
             knn_method=params.knn,
             seed=params.seed,
+            neighbours=shared,
             progress=progress,
         )
     table = pd.DataFrame({"item_id": np.arange(n, dtype=np.int64), "x": coords[:, 0], "y": coords[:, 1]})

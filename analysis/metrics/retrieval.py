@@ -112,7 +112,7 @@ def directional_ranks(
 
             corpus = embeddings[corpus_ids]
             sample = embeddings[np.unique(q_ids)[:: max(1, len(np.unique(q_ids)) // 500)]]
-            index = build_index(corpus, kind=kind, n_queries=len(rows), sample_queries=sample)
+            index = build_index(corpus, kind=kind, n_queries=len(rows), sample_queries=sample, start_depth=1)
             ranks[rows] = estimated_target_ranks(
                 embeddings[q_ids], corpus, row_of_item[t_ids], index, exclude=exclude, progress=report
             )

@@ -394,7 +394,10 @@ def _read_manifest(manifest_path: Path) -> dict[str, Any]:
 
 def _read_embeddings(file: Path) -> np.ndarray:
     try:
-        embeddings = np.load(file, allow_pickle=False, mmap_mode="r")
+        _check_npy_header(file)
+        embeddings = np.load(file, allow_pickle=False)
+    except RunError:
+        raise
     except Exception as exc:  # noqa: BLE001 - numpy raises many types for a corrupt file
         raise RunError(f"cannot read {file}: {_one_line(exc)}") from None
     if not isinstance(embeddings, np.ndarray) or embeddings.dtype.kind != "f" or embeddings.dtype.itemsize > 8:
@@ -410,6 +413,27 @@ def _positive_number(value: Any) -> bool:
         return math.isfinite(float(value)) and value > 0
     except OverflowError:
         return False
+
+
+def _check_npy_header(file: Path) -> None:
+    """Refuse a ``.npy`` whose header declares more (or less) data than the file holds, before allocating it."""
+    with file.open("rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            return  # np.load reports other versions itself
+        data_bytes = file.stat().st_size - fh.tell()
+    if dtype.hasobject:
+        raise RunError(f"{file} holds Python objects (dtype {dtype}); a run's embeddings are float32")
+    declared = math.prod(shape) * dtype.itemsize
+    if declared != data_bytes:
+        raise RunError(
+            f"{file}: its header declares shape {shape} of {dtype} ({declared:,} bytes) but the file holds "
+            f"{data_bytes:,} bytes of data"
+        )
 
 
 def _validate_manifest(manifest_path: Path, manifest: dict[str, Any], shape: tuple[int, ...]) -> None:

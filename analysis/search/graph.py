@@ -124,7 +124,9 @@ def vector_graph(
     k = max(0, min(int(k), n - 1))
     if k == 0:
         return np.empty((n, 0), np.int64), np.empty((n, 0), np.float32), "exact", 1.0, "no neighbours"
-    index = build_index(vectors, kind=kind, n_queries=n, seed=seed, progress=lambda f: report(0.3 * f))
+    index = build_index(
+        vectors, kind=kind, n_queries=n, start_depth=1, seed=seed, progress=lambda f: report(0.3 * f)
+    )
     sims, rows = knn_graph(vectors, k, index=index.index, progress=lambda f: report(0.3 + 0.7 * f))
     recall = 1.0 if index.recall is None else float(index.recall)
     return rows, sims, index.kind, recall, index.describe()

@@ -82,6 +82,14 @@ def _garbage(name: str, data: bytes = b"this is not what the file should hold\n"
     return lambda path: (path / name).write_bytes(data)
 
 
+def _huge_header(path: Path) -> None:
+    """An .npy header that declares 10**12 rows (32 TB) in a file of a few hundred bytes."""
+    with (path / "embeddings.npy").open("wb") as fh:
+        header = {"descr": "<f4", "fortran_order": False, "shape": (10**12, 8)}
+        np.lib.format.write_array_header_1_0(fh, header)
+        fh.write(b"\0" * 64)
+
+
 def _nan_row(emb: np.ndarray) -> np.ndarray:
     emb[3] = np.nan
     return emb
@@ -118,6 +126,7 @@ CORRUPTIONS: dict[str, Callable[[Path], None]] = {
     "embeddings-truncated": lambda path: (path / "embeddings.npy").write_bytes(
         (path / "embeddings.npy").read_bytes()[:200]
     ),
+    "embeddings-header-lies": _huge_header,
     "embeddings-object-pickle": _embeddings(lambda e: np.array([None] * len(e), dtype=object)),
     "embeddings-int": _embeddings(lambda e: np.ones(e.shape, dtype=np.int64)),
     "embeddings-complex": _embeddings(lambda e: e.astype(np.complex64)),

@@ -42,3 +42,14 @@ def test_none_and_numbers() -> None:
     assert escape_text(None) == "" and escape_text(3) == "3" and escape_text(1.5) == "1\\.5"
     assert "<img" in _md.render(f"![x]({OUTSIDE}/a.png)")  # the reference renderer does render raw markup
     assert "<img" not in _md.render(escape_text(f"![x]({OUTSIDE}/a.png)"))
+
+
+def test_no_page_shows_an_error_message_as_markdown() -> None:
+    """Error messages quote user text (paths, cells, labels): every page passes them through escape_text."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    sources = [*root.glob("pages/*.py"), *root.glob("ui/*.py"), root / "home.py", root / "app.py"]
+    raw = re.compile(r"st\.(?:sidebar\.)?(?:error|warning|info|success|caption|markdown|toast)\((?:str\(exc\)|f\"[^\"\n]*\{exc\})")
+    found = [f"{p.name}: {m.group(0)}" for p in sources if p.is_file() for m in raw.finditer(p.read_text())]
+    assert found == []

@@ -66,3 +66,10 @@ def test_bad_member_names_in_a_zip(isolated_workspace: Path) -> None:
     data = zips._zip({"set/" + "x" * 300 + ".csv": b"a"})
     with pytest.raises(NegScopeError, match="at most 255"):
         save_upload("long.zip", data, kind="data")
+
+
+@pytest.mark.parametrize("name", sorted(zips.odd_members()))
+def test_zips_that_cannot_be_extracted(name: str, isolated_workspace: Path) -> None:
+    with pytest.raises(NegScopeError) as caught:
+        save_upload(f"{name}.zip", zips.odd_members()[name], kind="data")
+    assert "\n" not in str(caught.value)

@@ -56,3 +56,11 @@ def escaping_hf_dataset(target: str) -> bytes:
     return _zip(
         {"hf/state.json": json.dumps(state).encode(), "hf/dataset_info.json": json.dumps(info).encode()},
     )
+
+
+def odd_members() -> dict[str, bytes]:
+    """Archives that are valid zips but cannot be extracted as they are (each must give a clear error)."""
+    return {
+        "dot-member": _zip({".": b"x"}),
+        "file-then-folder": _zip({"set/a": b"x", "set/a/b.csv": b"y"}),
+    }
