@@ -20,7 +20,7 @@ Measured
     (:mod:`analysis.detectors.fn_learning`), measured on the remaining (undecided) given negatives, where the
     baselines are measured again.
 
-    python benchmarks/fn_real_text.py                    # 2,000 words (about a minute of embedding on 2 cores)
+    python benchmarks/fn_real_text.py                    # 2,000 words (minutes of embedding on 2 cores, then cached)
     python benchmarks/fn_real_text.py --n-words 500      # quick
 """
 

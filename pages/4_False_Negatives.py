@@ -194,7 +194,7 @@ def _same_dataset(path: Path, run: Run) -> bool:
 
 def filters(table: pd.DataFrame) -> pd.DataFrame:
     """Filter widgets; returns the queue (rows to review), highest score first."""
-    cols = st.columns([2, 2, 2, 1, 2])
+    cols = st.columns([3, 2, 2, 2, 3])
     sources = cols[0].multiselect("Sources", list(NEGATIVE_SOURCES), key="fn_sources")
     state = cols[1].selectbox("Decision state", STATES, key="fn_state")
     min_score = cols[2].slider("Minimum score", 0.0, 1.0, step=0.01, key="fn_min_score")
@@ -261,17 +261,23 @@ def _undo(run: Run, annotator: str) -> None:
 
 def evidence_metrics(row: pd.Series) -> None:
     """The numbers behind one candidate's score."""
-    cols = st.columns(6)
+    cols = [*st.columns(3), *st.columns(3)]  # two rows, so no label is cut off
     cols[0].metric(
         "Score", f"{row['score']:.3f}", "flagged" if row["flagged"] else "not flagged", delta_color="off",
         help=f"log-odds {row['logit']:.4f}",
     )
     cols[1].metric("neg_sim", f"{row['neg_sim']:.3f}", f"pos_sim {row['pos_sim']:.3f}", delta_color="off")
-    cols[2].metric("Rank among anchor's neighbours", str(int(row["rank"])))
+    cols[2].metric(
+        "Neighbour rank", str(int(row["rank"])), help="Rank of the candidate among the anchor's nearest neighbours"
+    )
     stp = row["sim_to_positive"]
     cols[3].metric("Similarity to the positive", "–" if pd.isna(stp) else f"{stp:.3f}")
     asd = row["anchor_side_sim"]
-    cols[4].metric("Its own anchor vs this anchor", "–" if pd.isna(asd) else f"{asd:.3f}")
+    cols[4].metric(
+        "Anchor vs its own anchor",
+        "–" if pd.isna(asd) else f"{asd:.3f}",
+        help="Similarity between this anchor and the anchor the candidate is paired with",
+    )
     flags = []
     if row["mutual"] == 1:
         flags.append("mutual kNN")

@@ -178,7 +178,7 @@ def duplicate_keys(run: Run, row: pd.Series | dict) -> tuple[str, str]:
 
 def filters(table: pd.DataFrame) -> pd.DataFrame:
     """Filter widgets; returns the rows to list."""
-    cols = st.columns([3, 1, 1, 2])
+    cols = st.columns([3, 2, 2, 2])
     kinds = cols[0].multiselect("Kinds", list(KINDS), format_func=KIND_NAMES.get, key="ln_kinds")
     flagged_only = cols[1].toggle("Flagged only", key="ln_flagged_only")
     state = cols[2].selectbox("Review state", STATES, key="ln_state")
@@ -269,7 +269,7 @@ def show_mismatch(run: Run, result: LabelNoise, row: pd.Series, annotator: str) 
             show_item(
                 run, int(m["best_anchor_id"]), caption=f"Positive's best other anchor · sim {m['best_anchor_sim']:.3f}"
             )
-    metrics = st.columns(5)
+    metrics = [*st.columns(3), *st.columns(3)]  # two rows, so no label is cut off
     metrics[0].metric("Direct ranks (a→p, p→a)", f"{int(m['rank_a2p'])}, {int(m['rank_p2a'])}")
     metrics[1].metric("Direct mutual rank", f"{m['mutual_rank']:.1f}")
     metrics[2].metric("Neighbours' ranks", f"{int(m['nbr_rank_a'])}, {int(m['nbr_rank_p'])}")

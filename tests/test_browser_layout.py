@@ -101,5 +101,14 @@ def test_home_first_no_deploy_and_whole_labels(app_url: str) -> None:  # noqa: F
 
             _open(page, "Teaching")
             assert _cut_off(page) == [], "Teaching"
+
+            # The review pages: filters, evidence cards and the export options.
+            _open(page, "False negatives")
+            page.get_by_text("Neighbour rank").first.wait_for(timeout=240_000)
+            assert _cut_off(page) == [], "False negatives"
+
+            _open(page, "Label noise")
+            page.get_by_text("Flagged only").first.wait_for(timeout=240_000)
+            assert _cut_off(page) == [], "Label noise"
         finally:
             browser.close()

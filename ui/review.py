@@ -158,7 +158,7 @@ def export_panel(run: Run, *, prefix: str) -> None:
         The page's widget-key prefix (``fn``, ``ln``).
     """
     st.subheader("Export the corrected dataset")
-    c = st.columns(4)
+    c = [*st.columns(2), *st.columns(2)]  # two rows, so no label is cut off
     style = c[0].radio("Layout", list(ST_STYLES), key=f"{prefix}_export_style", horizontal=True)
     extra = c[1].checkbox(
         "Listed false negatives as extra positive pairs", value=True, key=f"{prefix}_export_extra_pos"

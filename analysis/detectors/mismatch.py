@@ -33,7 +33,7 @@ from analysis.runs.folder import Run
 from analysis.search.exact import count_above, flat_index, knn
 from analysis.search.graph import run_graph, vector_graph
 from analysis.search.index import SearchIndex, build_index
-from analysis.search.rule import choose_kind
+from analysis.search.rule import choose_kind, resolve_kind
 
 # Added to every threshold so that float32 round-off between two ways of computing one dot product never
 # counts the positive above itself.
@@ -107,12 +107,16 @@ def _estimated_above(
     uniform sample of ``RANK_SAMPLE`` gallery rows (relative standard error ``sqrt((1 - f) / (S f))`` for a
     rank at fraction ``f`` of the gallery: 7% at the default flag cut of 5%)."""
     m = gallery_vecs.shape[0]
-    sims, _ = index.search(query_vecs, min(RANK_TOP_K, m))
-    in_top = np.count_nonzero(sims > thresholds[:, None], axis=1)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(m, size=min(RANK_SAMPLE, m), replace=False))
     sampled = count_above(query_vecs, gallery_vecs[sample], thresholds, block_size=4096)
     scaled = np.rint(sampled * (m / len(sample))).astype(np.int64)
+    if index.kind == "exact":
+        # the approximate index was no faster than exact search on this data (see build_index): searching
+        # every query's top would cost the whole exact work, so every rank comes from the sample
+        return scaled
+    sims, _ = index.search(query_vecs, min(RANK_TOP_K, m))
+    in_top = np.count_nonzero(sims > thresholds[:, None], axis=1)
     return np.where(in_top < sims.shape[1], in_top, np.maximum(scaled, in_top))
 
 
@@ -126,12 +130,13 @@ def _ranks(
     block_size: int,
     progress: Callable[[float], None],
     index: SearchIndex | None = None,
+    estimate: bool = False,
 ) -> np.ndarray:
     """(P,) 1-based rank of each pair's target item among ``gallery`` for its query vector, leaving out the
     pair's ``excluded`` couples (see :func:`_exclusions`): exact, or estimated (:func:`_estimated_above`)
     when ``index`` is an approximate index over the gallery."""
     thresholds = np.einsum("ij,ij->i", query_vecs, emb[targets]) + _EPS
-    if index is not None and index.kind != "exact":
+    if index is not None and (estimate or index.kind != "exact"):
         above = _estimated_above(query_vecs, thresholds, emb[gallery], index)
         progress(1.0)
     else:
@@ -304,7 +309,9 @@ def mismatched_pairs(
     # sample estimates the rest.
     idx_p = build_index(emb[gallery_p], kind=search, n_queries=n_pairs, start_depth=1)
     idx_a = build_index(emb[gallery_a], kind=search, n_queries=n_pairs, start_depth=1)
-    opts = {"block_size": block_size}
+    # above the rule's budget the ranks are estimated even where IVF fell back to an exact index
+    estimate = resolve_kind(search, n_pairs, max(n_p, n_a), emb.shape[1]) != "exact"
+    opts = {"block_size": block_size, "estimate": estimate}
     rank_a2p = _ranks(a_vecs, positives, gallery_p, ex_a2p, emb, progress=step(0.0, 0.2), index=idx_p, **opts)
     rank_p2a = _ranks(p_vecs, anchors, gallery_a, ex_p2a, emb, progress=step(0.2, 0.4), index=idx_a, **opts)
     if n_pairs > 1:
@@ -361,14 +368,20 @@ def mismatched_pairs(
     out["reason"] = [
         _reason(row, flag_rank=cut, n_p=n_p, n_a=n_a, gap_cut=gap_cut) for row in out.itertuples(index=False)
     ]
-    exact = idx_p.kind == "exact" and idx_a.kind == "exact"
+    exact = not estimate and idx_p.kind == "exact" and idx_a.kind == "exact"
     out.attrs.update(
         {
             "flag_rank": cut,
             "n_gallery_positive": n_p,
             "n_gallery_anchor": n_a,
             "k": k_neighbors,
-            "ranks": "exact" if exact else f"estimated (top {RANK_TOP_K} searched, beyond it a {RANK_SAMPLE}-row gallery sample)",
+            "ranks": "exact"
+            if exact
+            else (
+                f"estimated from a {RANK_SAMPLE}-row gallery sample (IVF no faster than exact on this data)"
+                if idx_p.kind == "exact" and idx_a.kind == "exact"
+                else f"estimated (top {RANK_TOP_K} searched, beyond it a {RANK_SAMPLE}-row gallery sample)"
+            ),
             "search": {"positive gallery": idx_p.describe(), "anchor gallery": idx_a.describe()},
             "recall": min(float(idx_p.recall or 0.0), float(idx_a.recall or 0.0)),
         }
