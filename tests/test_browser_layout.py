@@ -110,5 +110,16 @@ def test_home_first_no_deploy_and_whole_labels(app_url: str) -> None:  # noqa: F
             _open(page, "Label noise")
             page.get_by_text("Flagged only").first.wait_for(timeout=240_000)
             assert _cut_off(page) == [], "Label noise"
+
+            # Compare opens on the sample's three checkpoints (embedded on first visit) with every view.
+            _open(page, "Compare checkpoints")
+            for view in ("Metrics", "Trajectory", "Pairs", "False negatives"):
+                button = page.locator("main button").filter(has_text=view).first
+                button.wait_for(timeout=240_000)
+                button.click()
+                _settle(page)
+                assert page.locator('[data-testid="stException"]').count() == 0, view
+                assert _cut_off(page) == [], f"Compare: {view}"
+            assert page.get_by_text("epoch_05").count() + page.get_by_text("epoch 5").count() >= 1
         finally:
             browser.close()

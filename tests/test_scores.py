@@ -175,6 +175,8 @@ def test_cli_json_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert main(["scores", str(run.path), "--json", "--pairs-out", str(out)]) == 0
     printed = capsys.readouterr().out.strip()
     summary = json.loads(printed)
+    searches = summary.pop("rank_search")  # how the ranks were computed (exact on a run this small)
+    assert searches["forward"]["rank_kind"] == "exact"
     assert list(summary) == list(SUMMARY_KEYS)
     assert summary == json.loads(json.dumps(compute_scores(run).summary))
     csv = pd.read_csv(out)

@@ -12,6 +12,7 @@ import streamlit as st
 from analysis.detectors.false_negatives import WEIGHT_PRESETS, Weights, score_labels
 from analysis.detectors.fn_learning import MIN_PER_CLASS, fit_weights, rerank
 from analysis.errors import NegScopeError
+from ui.safe_text import escape_text
 
 PRESET_NAMES = {
     "paraphrase": "Paraphrases (valid matches look like the positive)",
@@ -58,7 +59,7 @@ def learning_panel(table: pd.DataFrame) -> pd.DataFrame:
     try:
         learned = fit_weights(table)
     except NegScopeError as exc:
-        st.info(str(exc))
+        st.info(escape_text(exc))
         return table
     cols = st.columns(4)
     cols[0].metric("Decided (used)", f"{learned.n_decided:,}")
