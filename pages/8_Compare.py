@@ -564,8 +564,9 @@ def main() -> None:
         )
     )  # fmt: skip
     detectors = c2.toggle(
-        "Count detector flags (slow: runs the false-negative and label-noise detectors on every run, once)",
+        "Count detector flags",
         key="compare_detectors",
+        help="Slow: runs the false-negative and label-noise detectors on every run, once (then cached).",
     )
     runs_to_url(list(chosen))
     if len(chosen) < 2:

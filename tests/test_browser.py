@@ -6,111 +6,18 @@ links, so the run loaded on the home page stays selected, exactly as a user sees
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from tests.browser_support import BROWSER_MARKS, REPO, app_url, browser_home, launch_chromium  # noqa: F401 - fixtures used by name
+from tests.browser_support import assert_clean as _assert_clean
+from tests.browser_support import settle as _settle
+
 SHOTS = REPO / "screenshots"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def browser_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The workspace of the app under test (its runs and review database)."""
-    return tmp_path_factory.mktemp("browser_home")
-
-
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory, browser_home: Path) -> Iterator[str]:
-    """Start ``streamlit run app.py`` on a free loopback port; stop it afterwards."""
-    port = _free_port()
-    env = {**os.environ, "NEGSCOPE_HOME": str(browser_home)}
-    log = tmp_path_factory.mktemp("browser_log") / "streamlit.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "app.py",
-                "--server.headless",
-                "true",
-                "--server.address",
-                "127.0.0.1",
-                "--server.port",
-                str(port),
-                "--browser.gatherUsageStats",
-                "false",
-                "--server.fileWatcherType",
-                "none",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError(f"streamlit did not start: {log.read_text()}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _settle(page, *, timeout_s: float = 180) -> None:
-    """Wait until the script run has finished (the status widget is gone) and the page has content."""
-    page.wait_for_selector('[data-testid="stAppViewContainer"]', timeout=60_000)
-    deadline = time.time() + timeout_s
-    quiet_since = None
-    while time.time() < deadline:
-        running = page.locator('[data-testid="stStatusWidget"]').count() > 0
-        if running:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = time.time()
-        elif time.time() - quiet_since > 2.0:
-            return
-        time.sleep(0.25)
-    raise AssertionError("the page kept running past the time limit")
-
-
-def _assert_clean(page, name: str) -> None:
-    exceptions = page.locator('[data-testid="stException"]')
-    assert exceptions.count() == 0, f"{name} shows an exception: {exceptions.first.inner_text()[:500]}"
-    assert "Traceback" not in page.content(), f"{name} shows a traceback"
+pytestmark = BROWSER_MARKS
 
 
 def _record_one_false_negative(page) -> None:
@@ -124,24 +31,12 @@ def _record_one_false_negative(page) -> None:
     _settle(page)
 
 
-def test_every_page_in_chromium(app_url: str, browser_home: Path) -> None:
+def test_every_page_in_chromium(app_url: str, browser_home: Path) -> None:  # noqa: F811 - fixtures
     playwright = pytest.importorskip("playwright.sync_api")
     SHOTS.mkdir(exist_ok=True)
     pages = sorted((REPO / "pages").glob("*.py"))
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2400})
             page.goto(app_url)

@@ -7,12 +7,7 @@ stored decisions; the conflicts view lists exactly the disagreements; the export
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,23 +15,14 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from tests.browser_support import BROWSER_MARKS, REPO, launch_chromium, serve_app
+from tests.browser_support import settle as _settle
+
 KEYS = {"f": "false_negative", "n": "negative", "u": "unsure"}
 ANN = ["f", "n", "f", "u", "n"]
 BOB = ["f", "f", "n", "u", "f"]
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture
@@ -47,48 +33,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
     home = tmp_path / "home"
     embed_to_run(SAMPLE_DATA, SAMPLE_CHECKPOINT, out=home / "runs" / "run-sample", device="cpu")
-    port = _free_port()
-    log = tmp_path / "streamlit.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=REPO, env={**os.environ, "NEGSCOPE_HOME": str(home)}, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError(f"streamlit did not start: {log.read_text()}")
-        yield f"http://127.0.0.1:{port}", home
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _settle(page, *, timeout_s: float = 180) -> None:
-    """Wait until no script run is in progress for two seconds."""
-    page.wait_for_selector('[data-testid="stAppViewContainer"]', timeout=60_000)
-    deadline = time.time() + timeout_s
-    quiet_since = None
-    while time.time() < deadline:
-        if page.locator('[data-testid="stStatusWidget"]').count() > 0:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = time.time()
-        elif time.time() - quiet_since > 2.0:
-            return
-        time.sleep(0.2)
-    raise AssertionError("the page kept running past the time limit")
+    with serve_app(home, log=tmp_path / "streamlit.log") as url:
+        yield url, home
 
 
 def _assert_clean(page) -> None:
@@ -163,10 +109,7 @@ def test_two_annotators_review_together(server: tuple[str, Path]) -> None:
     run = load_run(home / "runs" / "run-sample")
     db = home / "reviews.sqlite"
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
-        )  # fmt: skip
+        browser = launch_chromium(p)
         try:
             pages = {}
             for name in ("ann", "bob"):

@@ -8,26 +8,19 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.browser_support import BROWSER_MARKS, launch_chromium, serve_app
+from tests.browser_support import assert_clean as _assert_clean
+from tests.browser_support import settle as _settle
 from tests.hostile.datasets import markup_dataset
 from tests.hostile.strings import MARKUP, OUTSIDE
-from tests.test_browser import CHROMIUM, _assert_clean, _free_port, _settle
 
-REPO = Path(__file__).resolve().parent.parent
 PAGES = ("Score Distributions", "False Negatives", "Label Noise", "Embedding Map")
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +32,6 @@ def hostile_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("hostile_home")
     data = tmp_path_factory.mktemp("hostile_data")
     table = markup_dataset(data / "markup")
-    env = {**os.environ, "NEGSCOPE_HOME": str(home), "NEGSCOPE_DATA_DIRS": str(data)}
     old = os.environ.get("NEGSCOPE_HOME")
     os.environ["NEGSCOPE_HOME"] = str(home)
     try:
@@ -49,34 +41,9 @@ def hostile_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.environ.pop("NEGSCOPE_HOME", None)
         else:
             os.environ["NEGSCOPE_HOME"] = old
-    port = _free_port()
     log = tmp_path_factory.mktemp("hostile_log") / "streamlit.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--server.port", str(port),
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        import socket
-
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError(f"streamlit did not start: {log.read_text()}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with serve_app(home, log=log, extra_env={"NEGSCOPE_DATA_DIRS": str(data)}) as url:
+        yield url
 
 
 def test_markup_in_the_data_stays_text(hostile_app: str) -> None:
@@ -84,12 +51,7 @@ def test_markup_in_the_data_stays_text(hostile_app: str) -> None:
     requests: list[str] = []
     seen_text: set[str] = set()
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2400})
             page.on("request", lambda request: requests.append(request.url))

@@ -1,23 +1,19 @@
 """What a user sees in headless Chromium: "Home" first in the sidebar, no "Deploy", labels that are not cut off.
 
-The app runs under ``streamlit run app.py`` (the fixtures of ``tests/test_browser.py``). A label is cut off when
+The app runs under ``streamlit run app.py`` (the fixtures of ``tests/browser_support.py``). A label is cut off when
 its text is wider than its box (``scrollWidth > clientWidth``): Streamlit then ends it with an ellipsis.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.test_browser import CHROMIUM, _settle, app_url, browser_home  # noqa: F401 - fixtures used by name
+from tests.browser_support import BROWSER_MARKS, app_url, browser_home, launch_chromium  # noqa: F401 - fixtures used by name
+from tests.browser_support import settle as _settle
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
-]
+pytestmark = BROWSER_MARKS
 
 #: Labels of widgets and metric cards, and the chips of multiselects: the texts shown cut off.
 CUT_OFF_JS = """() => {
@@ -58,9 +54,7 @@ def _cut_off(page) -> list[str]:
 def test_home_first_no_deploy_and_whole_labels(app_url: str) -> None:  # noqa: F811 - a fixture
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-        )
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(app_url)

@@ -364,6 +364,204 @@ def _publish(tmp: Path, target: Path, key: str) -> Path:
     return target
 
 
+def _check_batch_size(batch_size: int) -> None:
+    """Raise :class:`~analysis.errors.NegScopeError` unless ``batch_size`` is a positive integer."""
+    if int(batch_size) < 1:
+        raise NegScopeError(f"the batch size must be a positive integer, got {batch_size}")
+
+
+def _read_inputs(
+    data: str | Path,
+    checkpoint: str | Path,
+    *,
+    dataset_batch_size: int,
+    modality: dict[str, str] | None,
+    report: Progress,
+) -> tuple[Path, Any, CheckpointInfo]:
+    """Read the dataset (reporting progress) and hash the checkpoint: the first steps of every engine.
+
+    Parameters
+    ----------
+    data, checkpoint : str or Path
+        As for :func:`embed_to_run`.
+    dataset_batch_size : int
+        Batch size that decides the dataset's ``in_batch`` negatives.
+    modality : dict, optional
+        Per-column modality override for :func:`analysis.data.load.load_dataset`.
+    report : callable
+        ``report(done, total, message)``.
+
+    Returns
+    -------
+    data_path : Path
+        ``data`` with ``~`` expanded.
+    dataset : Dataset
+        The loaded dataset (items, pairs, negatives, hashes).
+    info : CheckpointInfo
+        The inspected (hashed) checkpoint; nothing is loaded yet.
+    """
+    from analysis.data.load import load_dataset
+
+    data_path = Path(data).expanduser()
+    report(0, 1000, "reading the dataset")
+    dataset = load_dataset(
+        data_path,
+        batch_size=dataset_batch_size,
+        modality=modality,
+        progress=lambda fraction: report(int(round(1000 * fraction)), 1000, "reading the dataset"),
+    )
+    report(1000, 1000, "hashing the checkpoint")
+    return data_path, dataset, inspect_checkpoint(checkpoint)
+
+
+def _claim_run(
+    dataset: Any,
+    info: CheckpointInfo,
+    *,
+    dtype: torch.dtype,
+    dataset_batch_size: int,
+    modality: dict[str, str] | None,
+    out: str | Path | None,
+    report: Progress,
+) -> tuple[str, Path, bool]:
+    """Compute the run key and target folder, and reuse a complete cached run there if one exists.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        The loaded dataset.
+    info : CheckpointInfo
+        The inspected checkpoint.
+    dtype : torch.dtype
+        The compute dtype (part of the run key).
+    dataset_batch_size : int
+        Batch size that decided the dataset's ``in_batch`` negatives (part of the run key).
+    modality : dict, optional
+        Per-column modality override (part of the run key).
+    out : str or Path, optional
+        The run folder to write; default ``<workspace>/runs/run-<key>``.
+    report : callable
+        ``report(done, total, message)``.
+
+    Returns
+    -------
+    key : str
+        The run key (:func:`run_key`).
+    target : Path
+        The run folder.
+    reused : bool
+        True when ``target`` already holds the complete run (reported as reused); False when it must be
+        written (reported as loading the checkpoint).
+    """
+    key = run_key(
+        dataset.dataset_hash,
+        info.content_hash,
+        dtype=dtype_name(dtype),
+        dataset_batch_size=dataset_batch_size,
+        modality=modality,
+    )
+    target = Path(out).expanduser().resolve() if out is not None else runs_dir() / run_folder_name(key)
+    n = len(dataset.items)
+    if _claim_target(target, key) is not None:
+        report(n, n, "reused the cached run")
+        return key, target, True
+    report(0, n, "loading the checkpoint")
+    return key, target, False
+
+
+def _make_tmp(target: Path) -> Path:
+    """Create a fresh temporary folder next to ``target``, to be published with :func:`_publish`."""
+    tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as exc:
+        raise RunError(f"cannot create a run folder in {target.parent}: {one_line(exc)}") from exc
+    return tmp
+
+
+def _run_manifest(
+    data_path: Path,
+    dataset: Any,
+    info: CheckpointInfo,
+    *,
+    model: dict[str, Any],
+    batch_size: int,
+    precision: str,
+    dtype: torch.dtype,
+    dataset_batch_size: int,
+    modality: dict[str, str] | None,
+    key: str,
+    started: float,
+    engine: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build a run folder's ``manifest.json`` contents, shared by the engines.
+
+    Parameters
+    ----------
+    data_path : Path
+        The dataset path as given.
+    dataset : Dataset
+        The loaded dataset.
+    info : CheckpointInfo
+        The inspected checkpoint.
+    model : dict
+        The model fields, in order (``model_kind``, ``dim``, ``device``, ``dtype``, ``logit_scale``).
+    batch_size : int
+        Items per forward pass.
+    precision : str
+        The requested precision.
+    dtype : torch.dtype
+        The compute dtype.
+    dataset_batch_size : int
+        Batch size that decided the dataset's ``in_batch`` negatives.
+    modality : dict, optional
+        Per-column modality override.
+    key : str
+        The run key.
+    started : float
+        ``time.perf_counter()`` when the run started.
+    engine : dict, optional
+        An ``engine`` entry (which engine and its settings), placed after ``options``.
+
+    Returns
+    -------
+    dict
+        The manifest.
+    """
+    from analysis.data.tables import content_hash
+
+    manifest: dict[str, Any] = {
+        "dataset_path": str(data_path.resolve()),
+        "dataset_root": str(dataset.root) if dataset.root is not None else None,
+        "dataset_source": str(dataset.source) if getattr(dataset, "source", None) is not None else None,
+        "dataset_format": getattr(dataset, "format", None),
+        "dataset_hash": dataset.dataset_hash,
+        "dataset_content_hash": content_hash(dataset.items, dataset.pairs, dataset.negatives),
+        "checkpoint_path": str(info.path),
+        "checkpoint_hash": info.content_hash,
+        **model,
+        "batch_size": int(batch_size),
+        "options": {
+            "precision": precision,
+            "dtype": dtype_name(dtype),
+            "dataset_batch_size": int(dataset_batch_size),
+            "modality": modality,
+            "engine_version": ENGINE_VERSION,
+        },
+    }
+    if engine is not None:
+        manifest["engine"] = engine
+    manifest.update(
+        {
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "negscope_version": analysis.__version__,
+            "run_key": key,
+            "elapsed_s": round(time.perf_counter() - started, 3),
+        }
+    )
+    return manifest
+
+
 def embed_to_run(
     data: str | Path,
     checkpoint: str | Path,
@@ -414,82 +612,58 @@ def embed_to_run(
         Bad dataset, bad or unsafe checkpoint, a modality the checkpoint cannot embed (naming the column), an
         ``out`` folder that holds something else.
     """
-    from analysis.data.load import load_dataset
-    from analysis.data.tables import content_hash
-
     report = progress or _no_progress
-    if int(batch_size) < 1:
-        raise NegScopeError(f"the batch size must be a positive integer, got {batch_size}")
+    _check_batch_size(batch_size)
     started = time.perf_counter()
-    data_path = Path(data).expanduser()
-    report(0, 1000, "reading the dataset")
-    dataset = load_dataset(
-        data_path,
-        batch_size=dataset_batch_size,
-        modality=modality,
-        progress=lambda fraction: report(int(round(1000 * fraction)), 1000, "reading the dataset"),
+    data_path, dataset, info = _read_inputs(
+        data, checkpoint, dataset_batch_size=dataset_batch_size, modality=modality, report=report
     )
-    report(1000, 1000, "hashing the checkpoint")
-    info: CheckpointInfo = inspect_checkpoint(checkpoint)
     if info.kind == "precomputed":
         dev, dtype = torch.device("cpu"), torch.float32
         resolve_precision(precision, dev)
     else:
         dev = resolve_device(device)
         dtype = resolve_precision(precision, dev)
-    key = run_key(
-        dataset.dataset_hash,
-        info.content_hash,
-        dtype=dtype_name(dtype),
+    key, target, reused = _claim_run(
+        dataset,
+        info,
+        dtype=dtype,
         dataset_batch_size=dataset_batch_size,
         modality=modality,
+        out=out,
+        report=report,
     )
-    target = Path(out).expanduser().resolve() if out is not None else runs_dir() / run_folder_name(key)
-    n = len(dataset.items)
-    if _claim_target(target, key) is not None:
-        report(n, n, "reused the cached run")
+    if reused:
         return target
-    report(0, n, "loading the checkpoint")
+    n = len(dataset.items)
     encoder = build_encoder(info, device=dev, precision=precision)
     check_modalities(encoder, dataset, data=data_path)
-    tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.mkdir(parents=True)
-    except OSError as exc:
-        raise RunError(f"cannot create a run folder in {target.parent}: {one_line(exc)}") from exc
+    tmp = _make_tmp(target)
     partial = tmp / ".embeddings.partial.npy"
     try:
         embeddings = embed_items(
             encoder, dataset.items, root=dataset.root, batch_size=batch_size, progress=report, memmap_path=partial
         )
         report(n, n, "writing the run folder")
-        manifest = {
-            "dataset_path": str(data_path.resolve()),
-            "dataset_root": str(dataset.root) if dataset.root is not None else None,
-            "dataset_source": str(dataset.source) if getattr(dataset, "source", None) is not None else None,
-            "dataset_format": getattr(dataset, "format", None),
-            "dataset_hash": dataset.dataset_hash,
-            "dataset_content_hash": content_hash(dataset.items, dataset.pairs, dataset.negatives),
-            "checkpoint_path": str(info.path),
-            "checkpoint_hash": info.content_hash,
-            "model_kind": encoder.kind,
-            "dim": int(embeddings.shape[1]),
-            "device": str(encoder.device),
-            "dtype": encoder.dtype_name,
-            "logit_scale": _finite_or_none(encoder.logit_scale),
-            "batch_size": int(batch_size),
-            "options": {
-                "precision": precision,
-                "dtype": dtype_name(dtype),
-                "dataset_batch_size": int(dataset_batch_size),
-                "modality": modality,
-                "engine_version": ENGINE_VERSION,
+        manifest = _run_manifest(
+            data_path,
+            dataset,
+            info,
+            model={
+                "model_kind": encoder.kind,
+                "dim": int(embeddings.shape[1]),
+                "device": str(encoder.device),
+                "dtype": encoder.dtype_name,
+                "logit_scale": _finite_or_none(encoder.logit_scale),
             },
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "negscope_version": analysis.__version__,
-            "run_key": key,
-            "elapsed_s": round(time.perf_counter() - started, 3),
-        }
+            batch_size=batch_size,
+            precision=precision,
+            dtype=dtype,
+            dataset_batch_size=dataset_batch_size,
+            modality=modality,
+            key=key,
+            started=started,
+        )
         try:
             write_run(
                 tmp,

@@ -19,8 +19,6 @@ from __future__ import annotations
 import math
 import shutil
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -156,42 +154,31 @@ def embed_to_run_ray(
     """
     import torch
 
-    import analysis
-    from analysis.data.load import load_dataset
-    from analysis.data.tables import content_hash
-    from analysis.embedding.checkpoints import build_encoder, inspect_checkpoint
+    from analysis.embedding.checkpoints import build_encoder
     from analysis.embedding.encoders import dtype_name, one_line, resolve_precision
     from analysis.embedding.engine import (
-        ENGINE_VERSION,
-        _claim_target,
+        _check_batch_size,
+        _claim_run,
         _finite_or_none,
+        _make_tmp,
         _no_progress,
         _publish,
+        _read_inputs,
+        _run_manifest,
         check_modalities,
-        run_folder_name,
-        run_key,
     )
     from analysis.runs.shards import SHARD_ROWS, ShardWriter
-    from analysis.runs.workspace import runs_dir
 
     ray = _import_ray()
     report = progress or _no_progress
-    if int(batch_size) < 1:
-        raise NegScopeError(f"the batch size must be a positive integer, got {batch_size}")
+    _check_batch_size(batch_size)
     shard_rows = int(shard_rows) if shard_rows is not None else SHARD_ROWS
     if shard_rows < 1:
         raise NegScopeError(f"rows per shard must be a positive integer, got {shard_rows}")
     started = time.perf_counter()
-    data_path = Path(data).expanduser()
-    report(0, 1000, "reading the dataset")
-    dataset = load_dataset(
-        data_path,
-        batch_size=dataset_batch_size,
-        modality=modality,
-        progress=lambda fraction: report(int(round(1000 * fraction)), 1000, "reading the dataset"),
+    data_path, dataset, info = _read_inputs(
+        data, checkpoint, dataset_batch_size=dataset_batch_size, modality=modality, report=report
     )
-    report(1000, 1000, "hashing the checkpoint")
-    info = inspect_checkpoint(checkpoint)
     # The precision the actors will use decides the cache key; on CPU actors "auto" is fp32, on GPU actors it
     # is the autocast dtype of CUDA. Known after connecting, below.
     n = len(dataset.items)
@@ -210,26 +197,21 @@ def embed_to_run_ray(
         if info.kind == "precomputed":
             actor_device = "cpu"
         dtype = _cuda_dtype(precision) if actor_device == "cuda" else resolve_precision(precision, torch.device("cpu"))
-        key = run_key(
-            dataset.dataset_hash,
-            info.content_hash,
-            dtype=dtype_name(dtype),
+        key, target, reused = _claim_run(
+            dataset,
+            info,
+            dtype=dtype,
             dataset_batch_size=dataset_batch_size,
             modality=modality,
+            out=out,
+            report=report,
         )
-        target = Path(out).expanduser().resolve() if out is not None else runs_dir() / run_folder_name(key)
-        if _claim_target(target, key) is not None:
-            report(n, n, "reused the cached run")
+        if reused:
             return target
-        report(0, n, "loading the checkpoint")
         encoder = build_encoder(info, device="cpu", precision=precision if actor_device == "cpu" else "fp32")
         check_modalities(encoder, dataset, data=data_path)  # on the driver, before any actor starts
         logit_scale = _finite_or_none(encoder.logit_scale)
-        tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
-        try:
-            tmp.mkdir(parents=True)
-        except OSError as exc:
-            raise RunError(f"cannot create a run folder in {target.parent}: {one_line(exc)}") from exc
+        tmp = _make_tmp(target)
         try:
             writer = ShardWriter(tmp, n_items=n, shard_rows=shard_rows)
             if info.kind == "precomputed":  # nothing to compute: align on the driver
@@ -253,28 +235,24 @@ def embed_to_run_ray(
                     report=report,
                 )
             report(n, n, "writing the run folder")
-            manifest = {
-                "dataset_path": str(data_path.resolve()),
-                "dataset_root": str(dataset.root) if dataset.root is not None else None,
-                "dataset_source": str(dataset.source) if getattr(dataset, "source", None) is not None else None,
-                "dataset_format": getattr(dataset, "format", None),
-                "dataset_hash": dataset.dataset_hash,
-                "dataset_content_hash": content_hash(dataset.items, dataset.pairs, dataset.negatives),
-                "checkpoint_path": str(info.path),
-                "checkpoint_hash": info.content_hash,
-                "model_kind": info.kind,
-                "device": actor_device,
-                "dtype": dtype_name(dtype),
-                "logit_scale": logit_scale,
-                "batch_size": int(batch_size),
-                "options": {
-                    "precision": precision,
+            manifest = _run_manifest(
+                data_path,
+                dataset,
+                info,
+                model={
+                    "model_kind": info.kind,
+                    "device": actor_device,
                     "dtype": dtype_name(dtype),
-                    "dataset_batch_size": int(dataset_batch_size),
-                    "modality": modality,
-                    "engine_version": ENGINE_VERSION,
+                    "logit_scale": logit_scale,
                 },
-                "engine": {
+                batch_size=batch_size,
+                precision=precision,
+                dtype=dtype,
+                dataset_batch_size=dataset_batch_size,
+                modality=modality,
+                key=key,
+                started=started,
+                engine={
                     "name": "ray",
                     "ray_version": str(ray.__version__),
                     "address": address,
@@ -283,11 +261,7 @@ def embed_to_run_ray(
                     "cpus_per_actor": cpus_per_actor,
                     "shard_rows": shard_rows,
                 },
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "negscope_version": analysis.__version__,
-                "run_key": key,
-                "elapsed_s": round(time.perf_counter() - started, 3),
-            }
+            )
             try:
                 writer.finish(manifest=manifest, items=dataset.items, pairs=dataset.pairs, negatives=dataset.negatives)
                 return _publish(tmp, target, key)
