@@ -349,11 +349,24 @@ SWEEP_COLUMNS = (
 )
 
 
+def _check_pair_shapes(pos_shape: tuple[int, ...], neg_shape: tuple[int, ...]) -> None:
+    """Raise :class:`~analysis.errors.NegScopeError` unless the shapes are (P,) and (P, K).
+
+    Parameters
+    ----------
+    pos_shape : tuple of int
+        Shape of ``pos_sim``, expected (P,).
+    neg_shape : tuple of int
+        Shape of ``neg_sim``, expected (P, K).
+    """
+    if len(neg_shape) != 2 or pos_shape[0] != neg_shape[0]:
+        raise NegScopeError(f"pos_sim {pos_shape} and neg_sim {neg_shape} do not match as (P,), (P, K)")
+
+
 def _prepare(pos_sim: np.ndarray, neg_sim: np.ndarray, device: str | torch.device):
     neg = torch.as_tensor(np.asarray(neg_sim, dtype=np.float32), device=device)
     pos = torch.as_tensor(np.asarray(pos_sim, dtype=np.float32), device=device)
-    if neg.ndim != 2 or pos.shape[0] != neg.shape[0]:
-        raise NegScopeError(f"pos_sim {tuple(pos.shape)} and neg_sim {tuple(neg.shape)} do not match as (P,), (P, K)")
+    _check_pair_shapes(tuple(pos.shape), tuple(neg.shape))
     mask = ~torch.isnan(neg)
     has = mask.any(dim=1)
     ninf = torch.tensor(float("-inf"), device=device)
@@ -702,8 +715,7 @@ def pair_stats(
     tau = float(_check_taus(tau)[0])
     pos_sim = np.asarray(pos_sim, dtype=np.float32)
     neg_sim = np.asarray(neg_sim, dtype=np.float32)
-    if neg_sim.ndim != 2 or pos_sim.shape[0] != neg_sim.shape[0]:
-        raise NegScopeError(f"pos_sim {pos_sim.shape} and neg_sim {neg_sim.shape} do not match as (P,), (P, K)")
+    _check_pair_shapes(pos_sim.shape, neg_sim.shape)
     fn = None if false_negative is None else np.asarray(false_negative, dtype=bool)
     p, k = neg_sim.shape
 
@@ -868,8 +880,7 @@ def _variant_tensors(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     neg = torch.as_tensor(np.asarray(neg_sim, dtype=np.float64))
     pos = torch.as_tensor(np.asarray(pos_sim, dtype=np.float64))
-    if neg.ndim != 2 or pos.shape[0] != neg.shape[0]:
-        raise NegScopeError(f"pos_sim {tuple(pos.shape)} and neg_sim {tuple(neg.shape)} do not match as (P,), (P, K)")
+    _check_pair_shapes(tuple(pos.shape), tuple(neg.shape))
     mask = ~torch.isnan(neg)
     kept = None
     if false_negative is not None and np.any(false_negative):

@@ -7,13 +7,37 @@ among a whole corpus (retrieval ranks), also blocked.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
 from analysis.search.blas import exact_kernel
+
+
+def _blocks(n: int, block_size: int, progress: Callable[[float], None] | None) -> Iterator[tuple[int, int]]:
+    """The ``(start, stop)`` row ranges of consecutive blocks of ``n`` rows, reporting progress after each.
+
+    Parameters
+    ----------
+    n : int
+        Number of rows.
+    block_size : int
+        Rows per block (the last block may be shorter).
+    progress : callable, optional
+        Called with the fraction done (``stop / n``) once the caller has finished each block.
+
+    Yields
+    ------
+    tuple of int
+        ``(start, stop)``, half-open.
+    """
+    for start in range(0, n, block_size):
+        stop = min(start + block_size, n)
+        yield start, stop
+        if progress is not None:
+            progress(stop / n)
 
 
 def flat_index(corpus: np.ndarray) -> faiss.IndexFlatIP:
@@ -63,11 +87,8 @@ def knn(
     n = queries.shape[0]
     sims = np.empty((n, k), dtype=np.float32)
     ids = np.empty((n, k), dtype=np.int64)
-    for start in range(0, n, block_size):
-        stop = min(start + block_size, n)
+    for start, stop in _blocks(n, block_size, progress):
         sims[start:stop], ids[start:stop] = index.search(queries[start:stop], k)
-        if progress is not None:
-            progress(stop / n)
     return sims, ids
 
 
@@ -122,8 +143,7 @@ def torch_knn(
         return sims, ids
     corpus_t = torch.from_numpy(corpus)
     with torch.inference_mode():
-        for start in range(0, n, block_size):
-            stop = min(start + block_size, n)
+        for start, stop in _blocks(n, block_size, progress):
             scores = torch.from_numpy(queries[start:stop]) @ corpus_t.T
             # one extra candidate, then a stable sort on (-score, id) so that ties go to the lower row
             top = min(k + 1, m)
@@ -133,8 +153,6 @@ def torch_knn(
             v = np.take_along_axis(v, order, axis=1)[:, :k]
             i = np.take_along_axis(i, order, axis=1)[:, :k]
             sims[start:stop], ids[start:stop] = v, i
-            if progress is not None:
-                progress(stop / n)
     return sims, ids
 
 
@@ -181,12 +199,9 @@ def count_above(
     thresholds = np.asarray(thresholds, dtype=np.float32)
     n = queries.shape[0]
     counts = np.zeros(n, dtype=np.int64)
-    for start in range(0, n, block_size):
-        stop = min(start + block_size, n)
+    for start, stop in _blocks(n, block_size, progress):
         sims = queries[start:stop] @ corpus.T
         counts[start:stop] = np.count_nonzero(sims > thresholds[start:stop, None], axis=1)
-        if progress is not None:
-            progress(stop / max(n, 1))
     return counts
 
 
@@ -377,8 +392,7 @@ def target_ranks(
     scores = torch.empty((bs, m), dtype=torch.float32)
     above = torch.empty((bs, m), dtype=torch.bool)
     with torch.inference_mode():
-        for start in range(0, n, bs):
-            stop = min(start + bs, n)
+        for start, stop in _blocks(n, bs, progress):
             b = stop - start
             s, a = scores[:b], above[:b]
             torch.mm(query_t[start:stop], corpus_t.T, out=s)
@@ -393,6 +407,4 @@ def target_ranks(
                     hit = a[torch.from_numpy(rows), torch.from_numpy(cols)].numpy()
                     counts = counts - np.bincount(rows[hit], minlength=b)
             ranks[start:stop] = counts + 1
-            if progress is not None:
-                progress(stop / n)
     return ranks
