@@ -194,7 +194,7 @@ def _same_dataset(path: Path, run: Run) -> bool:
 
 def filters(table: pd.DataFrame) -> pd.DataFrame:
     """Filter widgets; returns the queue (rows to review), highest score first."""
-    cols = st.columns([3, 2, 2, 2, 3])
+    cols = st.columns([5, 2, 2, 2, 3])
     sources = cols[0].multiselect("Sources", list(NEGATIVE_SOURCES), key="fn_sources")
     state = cols[1].selectbox("Decision state", STATES, key="fn_state")
     min_score = cols[2].slider("Minimum score", 0.0, 1.0, step=0.01, key="fn_min_score")
@@ -263,8 +263,9 @@ def evidence_metrics(row: pd.Series) -> None:
     """The numbers behind one candidate's score."""
     cols = [*st.columns(3), *st.columns(3)]  # two rows, so no label is cut off
     cols[0].metric(
-        "Score", f"{row['score']:.3f}", "flagged" if row["flagged"] else "not flagged", delta_color="off",
-        help=f"log-odds {row['logit']:.4f}",
+        "Score (log-odds ℓ)", f"{row['logit']:.3f}",
+        f"p {row['score']:.4f} · " + ("flagged" if row["flagged"] else "not flagged"), delta_color="off",
+        help="The log-odds ℓ keeps resolution at the top of the queue, where p = σ(ℓ) prints 1.000 for many rows.",
     )
     cols[1].metric("neg_sim", f"{row['neg_sim']:.3f}", f"pos_sim {row['pos_sim']:.3f}", delta_color="off")
     cols[2].metric(
@@ -287,7 +288,9 @@ def evidence_metrics(row: pd.Series) -> None:
         flags.append("same label")
     elif row["label_agree"] == 0:
         flags.append("other label")
-    cols[5].metric("Other evidence", ", ".join(flags) or "none")
+    with cols[5]:  # several flags: a wrapping list, not a metric card that cuts them off
+        st.caption("Other evidence")
+        st.text("\n".join(flags) or "none")
 
 
 def one_at_a_time(run: Run, queue: pd.DataFrame, annotator: str, state: str) -> None:
