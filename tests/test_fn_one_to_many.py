@@ -22,6 +22,7 @@ from analysis.detectors.fn_learning import MIN_PER_CLASS, OffsetLogistic, featur
 from analysis.errors import NegScopeError
 from analysis.runs.folder import Run
 from tests.synthetic import make_synthetic_run
+from tests.tiny_models import make_cross_encoder
 
 
 @pytest.fixture(scope="module")
@@ -208,33 +209,6 @@ def test_learning_refuses_too_few_decisions(small) -> None:
 
 
 # --- the cross-encoder judge --------------------------------------------------------------------------
-
-
-def make_cross_encoder(folder: Path, *, seed: int = 0) -> Path:
-    """A tiny randomly initialised BERT sequence classifier with one output, saved with safetensors."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
-    from tests.tiny_models import _bert_vocab
-
-    torch.manual_seed(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = _bert_vocab()
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=64,
-        num_labels=1,
-        initializer_range=0.5,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _reference_scores(folder: Path, anchors: list[str], candidates: list[str]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Tiny real checkpoints and datasets built inside the tests (random weights, no download).
 
-Used by ``test_checkpoints.py``, ``test_engine.py`` and ``test_cli_embed.py``.
+Used by ``test_checkpoints.py``, ``test_engine.py``, ``test_cli_embed.py`` and ``test_fn_one_to_many.py``.
 """
 
 from __future__ import annotations
@@ -114,9 +114,41 @@ def _bert_vocab() -> list[str]:
     return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS)), *[f"##{c}" for c in "0123456789"], *"qd"]
 
 
+def _tiny_bert(folder: Path, **config: float) -> tuple:
+    """Write the tiny vocabulary into ``folder``; return its BERT tokenizer and a 1-layer, 16-wide ``BertConfig``
+    (``config`` adds or overrides fields, e.g. ``num_labels=1``)."""
+    from transformers import BertConfig, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = _bert_vocab()
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    fields = {
+        "vocab_size": len(vocab),
+        "hidden_size": 16,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+        "max_position_embeddings": 64,
+        **config,
+    }
+    return tokenizer, BertConfig(**fields)
+
+
+def make_cross_encoder(folder: Path, *, seed: int = 0) -> Path:
+    """A tiny randomly initialised BERT sequence classifier with one output, saved with safetensors."""
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    tokenizer, config = _tiny_bert(folder, num_labels=1, initializer_range=0.5)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def make_sentence_transformer(folder: Path, *, seed: int = 0) -> Path:
     """Save a tiny randomly initialised sentence-transformers model (BERT, 1 layer, mean pooling) to ``folder``."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertModel
 
     try:
         from sentence_transformers import SentenceTransformer
@@ -127,18 +159,7 @@ def make_sentence_transformer(folder: Path, *, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     base = folder.parent / f".{folder.name}-bert"
-    base.mkdir(parents=True, exist_ok=True)
-    vocab = _bert_vocab()
-    (base / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(base / "vocab.txt"), do_lower_case=True)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=64,
-    )
+    tokenizer, config = _tiny_bert(base)
     BertModel(config).save_pretrained(base)
     tokenizer.save_pretrained(base)
     transformer = Transformer(str(base), max_seq_length=48)

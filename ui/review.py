@@ -105,13 +105,18 @@ def undo(run: Run, annotator: str, *, kinds: tuple[str, ...]) -> Decision | None
     return store.undo(dataset_keys(run), annotator=annotator, kind=str(mine.iloc[-1]["kind"]))
 
 
+def _fresh_corrected(run: Run, rule_: str, adjudicator: str | None, options: dict[str, bool]) -> CorrectedDataset:
+    """The corrected dataset built from the decision log as it is now (no cache, no session state)."""
+    store = review_store()
+    chosen = run_decisions(run, store, rule=rule_, adjudicator=adjudicator)
+    return build_corrected(run, chosen, history=store.history(dataset_keys(run)), **options)
+
+
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _corrected(
     _run: Run, run_id: str, db: str, version_: int, rule_: str, adjudicator: str | None, options: tuple
 ) -> CorrectedDataset:
-    store = review_store()
-    chosen = run_decisions(_run, store, rule=rule_, adjudicator=adjudicator)
-    return build_corrected(_run, chosen, history=store.history(dataset_keys(_run)), **dict(options))
+    return _fresh_corrected(_run, rule_, adjudicator, dict(options))
 
 
 def corrected(run: Run, **options: bool) -> CorrectedDataset:
@@ -120,13 +125,6 @@ def corrected(run: Run, **options: bool) -> CorrectedDataset:
     return _corrected(
         run, run.run_id, str(review_db_path()), version(run), rule_, adjudicator, tuple(sorted(options.items()))
     )
-
-
-def _fresh_corrected(run: Run, rule_: str, adjudicator: str | None, options: dict[str, bool]) -> CorrectedDataset:
-    """The corrected dataset built from the decision log as it is now (no cache, no session state)."""
-    store = review_store()
-    chosen = run_decisions(run, store, rule=rule_, adjudicator=adjudicator)
-    return build_corrected(run, chosen, history=store.history(dataset_keys(run)), **options)
 
 
 def zip_bytes(fixed: CorrectedDataset, *, style: str) -> bytes:
