@@ -332,8 +332,8 @@ def stale_note(run: Run, *, prefix: str) -> None:
         return
     cols = st.columns([4, 1])
     cols[0].caption(
-        f"{now - seen:,} decisions were recorded since this page was drawn: the agreement, the rule's counts and "
-        "the export below do not include them yet."
+        f"{now - seen:,} decisions were recorded since this page was drawn: the agreement and the counts shown "
+        "below do not include them yet (a written or downloaded export does)."
     )
     if cols[1].button("Refresh them", key=f"{prefix}_refresh_page"):
         st.rerun()
