@@ -9,8 +9,13 @@ from __future__ import annotations
 
 #: Where a negative of a pair comes from (``negatives.parquet``'s ``source``; :mod:`analysis.runs.folder`).
 NEGATIVE_SOURCES = ("given", "in_batch", "mined")
-#: Neighbour search: ``auto`` picks exact or approximate from the work (:mod:`analysis.search.rule`).
-INDEX_KINDS = ("auto", "exact", "ivf", "hnsw")
+#: Neighbour search: ``auto`` picks exact or approximate from the work (:mod:`analysis.search.rule`);
+#: ``ivfpq`` (chosen by ``auto`` for a corpus beyond memory) re-ranks from the shards (:mod:`analysis.search.ivfpq`).
+INDEX_KINDS = ("auto", "exact", "ivf", "hnsw", "ivfpq")
+#: False-negative evidence weight presets and learned-queue orders (:mod:`analysis.detectors.false_negatives`,
+#: :mod:`analysis.detectors.fn_learning`).
+FN_WEIGHT_PRESETS = ("paraphrase", "one_to_many")
+FN_QUEUE_ORDERS = ("score", "uncertainty")
 #: Which side queries in the InfoNCE loss (:mod:`analysis.metrics.temperature`).
 DIRECTIONS = ("forward", "reverse", "symmetric")
 #: The label-noise detectors (:mod:`analysis.detectors.label_noise`).
@@ -22,6 +27,9 @@ LABEL_METHODS = ("logreg", "knn")
 DUPLICATE_THRESHOLD = 0.98
 #: Shift sizes of the modality-gap experiment: -1 to 2 in steps of 0.25 (:mod:`analysis.metrics.modality_gap`).
 GAP_LAMBDAS = tuple(x / 4 for x in range(-4, 9))
+#: The shift experiment's seeded samples on a large run: pairs (recall@1, loss) and items (centroid distances).
+GAP_MAX_SHIFT_PAIRS = 2_048  # = modality_gap.RECALL_SAMPLE_PAIRS: recall@1, loss and accuracy on the same pairs
+GAP_MAX_SHIFT_ITEMS = 250_000  # float64 rows kept once: 2 GB at 1,024 dims
 #: 2-D map projections and UMAP start layouts (:mod:`analysis.maps.embedding_map`).
 MAP_METHODS = ("umap", "pca")
 INIT_METHODS = ("pca", "spectral")

@@ -6,6 +6,7 @@ Usage::
     python benchmarks/scale_100k.py --pairs 10000        # a smaller run (seconds)
     python benchmarks/scale_100k.py --exact-reference    # also the metrics of exact search on the same run (slow)
     python benchmarks/scale_100k.py --commands scores,label-noise --keep
+    python benchmarks/scale_100k.py --commands "" --keep --mining-ratio   # mining search: auto vs exact
 
 The run is generated, seeded, as a precomputed-embeddings run folder: ``--pairs`` text anchors and their text
 positives (``2 x pairs`` items) in ``--dim`` dims, clustered like real embeddings (``--clusters`` random unit
@@ -18,6 +19,10 @@ Each command (summary, scores, temperature, gap, false-negatives, label-noise, m
 in the run folder (``RUN/cache/``), the later ones read it. Printed per command: wall time, the process's peak
 RSS (``wait4``), and the approximate searches it reports (kind and measured recall); then the totals, the load
 average before and after, and which exact-search kernel this machine runs (``analysis.search.blas``).
+
+``--mining-ratio`` times false-negative mining's neighbour search (every anchor's top 100 among the text items)
+with the work-based rule (``auto``) and with exact search (the rule before it), back to back in this process, and
+prints the speed-up and the recall@10 of the ``auto`` neighbours over every anchor (issue #17).
 
 ``--exact-reference`` recomputes, in this process, the retrieval metrics (recall@1/5/10, MRR@10) with exact
 ranks and the mismatch flags with exact search, and prints their difference from what the CLI reported.
@@ -144,7 +149,7 @@ def searches_reported(log: Path) -> list[str]:
     hits = []
     for line in text.splitlines():
         low = line.lower()
-        if "recall" in low or "ivf" in low or "estimated" in low:
+        if "recall" in low or "ivf" in low or "estimated" in low or "fitted on" in low:
             hits.append(line.strip()[:240])
     return hits[:6]
 
@@ -178,6 +183,35 @@ def exact_reference(run_path: Path, out: Path) -> dict:
     return diff
 
 
+def mining_ratio(run_path: Path) -> dict:
+    """False-negative mining's neighbour search on the run, the work-based rule (``auto``) against the old rule
+    (exact search for every corpus up to 200k items), back to back in this process: wall times, their ratio,
+    and the recall of the ``auto`` neighbours against the exact ones over every anchor (issue #17's benchmark).
+    """
+    from analysis.detectors.false_negatives import Settings, _neighbour_searches, _RunArrays
+    from analysis.runs.folder import load_run
+    from analysis.search.index import recall_at_k
+
+    out: dict = {}
+    found = {}
+    for kind in ("auto", "exact"):
+        run = load_run(run_path)  # a fresh run: nothing shared between the two
+        t0 = time.perf_counter()
+        searches = _neighbour_searches(run, _RunArrays.of(run), Settings(index_kind=kind), lambda _f: None)
+        out[f"{kind}_s"] = round(time.perf_counter() - t0, 1)
+        out[f"{kind}_search"] = "; ".join(f"{mod}: {sr.description}" for mod, sr in searches.items())
+        found[kind] = searches
+    out["speed-up"] = round(out["exact_s"] / out["auto_s"], 1)
+    for mod, exact in found["exact"].items():
+        approx = found["auto"][mod]
+        # the first 10 mined neighbours (the anchor's own positives and itself left out) of every anchor
+        def first(search, k: int = 10) -> np.ndarray:
+            ranked = np.where((search.ranks >= 1) & (search.ranks <= k), search.neighbours, -1)
+            return np.sort(ranked, axis=1)[:, -k:]
+        out[f"{mod}_recall@10_all_anchors"] = round(recall_at_k(first(approx), first(exact)), 4)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=100_000)
@@ -188,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/negscope_scale_100k"))
     parser.add_argument("--keep", action="store_true", help="reuse the run folder if it exists (and its cache)")
     parser.add_argument("--exact-reference", action="store_true", help="also compute exact metrics (slow)")
+    parser.add_argument(
+        "--mining-ratio", action="store_true", help="also time false-negative mining's search: auto vs exact (slow)"
+    )
     args = parser.parse_args(argv)
 
     from analysis.search.blas import describe_kernel
@@ -217,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"shared neighbour graphs cached: {cached}")
     if args.exact_reference:
         print(json.dumps(exact_reference(run_path, out), indent=1, default=float))
+    if args.mining_ratio:
+        print(json.dumps(mining_ratio(run_path), indent=1, default=float))
     return 0
 
 

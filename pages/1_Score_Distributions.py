@@ -17,7 +17,7 @@ from analysis.metrics.mining_filter import (
     apply_filter,
     to_sentence_transformers,
 )
-from analysis.metrics.retrieval import has_reverse, rank_info, recall_curve, retrieval_ranks
+from analysis.metrics.retrieval import has_reverse, rank_info, rank_kinds, recall_curve, retrieval_ranks
 from analysis.metrics.scores import ScoreReport, pair_table, score_report
 from analysis.runs.candidates import Candidates, build_candidates
 from analysis.runs.folder import NEGATIVE_SOURCES, Run
@@ -125,7 +125,14 @@ def pairs_csv(run_path: str, sources: tuple[str, ...], _run: Run, _data: ScoreRe
     """CSV bytes of the full per-pair table with every listed negative (built when the button is clicked)."""
     table = _data.pairs
     reverse = None if table["reverse_rank"].isna().all() else table["reverse_rank"].to_numpy(np.int64)
-    full = pair_table(_run, _data.candidates, ranks=table["rank"].to_numpy(np.int64), reverse_ranks=reverse)
+    full = pair_table(
+        _run,
+        _data.candidates,
+        ranks=table["rank"].to_numpy(np.int64),
+        reverse_ranks=reverse,
+        rank_kinds=rank_kinds(_run),  # how each rank was found: exact, counted (approximate top) or estimated
+        reverse_rank_kinds=None if reverse is None else rank_kinds(_run, reverse=True),
+    )
     return full.to_csv(index=False).encode("utf-8")
 
 
@@ -214,10 +221,16 @@ def show_metrics(data: ScoreReport, run: Run) -> None:
             col.metric(label, fmt(metrics[key]))
         info = rank_info(run, reverse="positive → anchor" in title)
         if info.get("rank_kind") == "estimated":
+            check = info.get("check")
+            bound = (
+                f" Recall@1/5/10 and MRR@10 are within ±{check['max_error']:.4f} of exact ones (95%)."
+                if check
+                else ""
+            )
             st.caption(
                 escape_text(
                     "Ranks counted in each query's approximate top 32 (exact similarities; measured recall@10 "
-                    f"{info['recall']:.3f}), estimated from a sample beyond it: {info['search']}"
+                    f"{info['recall']:.3f}), estimated from a sample beyond it: {info['search']}.{bound}"
                 )
             )
     if s["reverse"] is None:
@@ -316,6 +329,10 @@ def show_pairs(data: ScoreReport, run: Run, sources: tuple[str, ...]) -> None:
     )
     if data.summary["reverse"] is not None:
         view.insert(6, "reverse rank", shown["reverse_rank"].to_numpy())
+    kinds = rank_kinds(run)
+    if kinds is not None and rank_info(run).get("rank_kind") == "estimated":
+        # counted: in the approximate top with exact similarities; estimated: beyond it, from a sample
+        view.insert(6, "rank found", kinds[shown.index.to_numpy()])
     st.session_state["scores_table_rows"] = shown.index.tolist()
     st.dataframe(
         view,

@@ -16,6 +16,8 @@ from analysis.maps.embedding_map import (
     MapParams,
     compute_map,
     find_items,
+    fit_note,
+    fit_sample,
     is_cached,
     item_attributes,
     item_neighbours,
@@ -27,6 +29,7 @@ from analysis.runs.folder import Run
 from analysis.search.exact import flat_index
 from ui import review
 from ui.map_jobs import Job, map_job, umap_warmup
+from ui.map_selection import SelectionState, figure_signature, next_selection
 from ui.render import show_item
 from ui.safe_text import escape_text
 from ui.state import require_run
@@ -41,6 +44,7 @@ MAX_SELECTION_ROWS = 1_000
 MAX_THUMBNAILS = 24
 THUMBNAIL_PX = 72
 HOVER_CHARS = 80
+SELECTED = "#e6007e"  # the ring around selected items (kept when the map is redrawn)
 PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
     "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
@@ -72,7 +76,10 @@ for key, value in {
     "map_max_points": 200_000,
     "map_search": "",
     "map_search_k": 10,
-    "map_selected": [],
+    "map_selected": [],  # the kept selection (item ids): it outlives redraws of the chart (ui/map_selection.py)
+    "map_selected_on": "",  # the map it was made on ("PCA", "UMAP")
+    "map_chart_sig": "",
+    "map_event_ids": [],
 }.items():
     st.session_state.setdefault(key, value)
 
@@ -210,11 +217,11 @@ def umap_progress(job: Job) -> None:
         ctx = get_script_run_ctx()
         if ctx is not None and ctx.fragment_ids_this_run:  # only a timer tick reruns the page (never a user's click)
             st.rerun(scope="app")
-    message = job.message or "starting"
+    view = job.progress.view()  # staged: the compilation moves the bar by time, the layout by its epochs
     st.progress(
-        max(job.fraction, 0.01),
-        text=f"UMAP is being computed in the background ({job.elapsed():.0f} s): {message}. "
-        "The PCA map is shown meanwhile; UMAP replaces it when ready.",
+        max(view.fraction, 0.01),
+        text=f"UMAP is being computed in the background ({view.elapsed_s:.0f} s): {view.text()}. "
+        "The PCA map is shown meanwhile; UMAP replaces it when ready (a selection made on it is kept).",
     )
 
 
@@ -268,6 +275,7 @@ def build_figure(
     query: int | None,
     neighbours: np.ndarray,
     title: str,
+    selected: np.ndarray | None = None,
 ) -> go.Figure:
     """The WebGL scatter: one trace per category (or one with a colour scale), overlays on top."""
     fig = go.Figure()
@@ -355,6 +363,23 @@ def build_figure(
                 customdata=neighbours[:, None],
                 text=hover[neighbours],
                 hovertemplate="neighbour: item %{customdata[0]}<br>%{text}<extra></extra>",
+            )
+        )
+    if selected is not None and len(selected):
+        fig.add_trace(
+            go.Scattergl(
+                x=coords[selected, 0],
+                y=coords[selected, 1],
+                mode="markers",
+                name=f"selected ({len(selected):,})",
+                marker={  # thin rings when many are selected, so the colours underneath stay readable
+                    "size": point_size + (6 if len(selected) <= 300 else 3),
+                    "color": "rgba(0,0,0,0)",
+                    "line": {"width": 2 if len(selected) <= 300 else 1, "color": SELECTED},
+                },
+                customdata=selected[:, None].astype(np.int32),
+                text=hover[selected],
+                hovertemplate="selected: item %{customdata[0]}<br>%{text}<extra></extra>",
             )
         )
     if query is not None:
@@ -481,12 +506,27 @@ def thumbnails(run: Run, ids: list[int]) -> None:
         st.caption(f"{len(images):,} selected images; their files are not found next to the dataset.")
 
 
+def clear_selection() -> None:
+    """Empty the kept selection (before the page reruns, so the rings go too)."""
+    st.session_state["map_selected"] = []
+
+
+def current_map() -> str:
+    """The map drawn in this run: "PCA" while UMAP is on its way, else the chosen method."""
+    return str(st.session_state.get("map_drawn", ""))
+
+
 def selection_panel(run: Run, attrs: pd.DataFrame, ids: list[int]) -> None:
     """The table of selected items, one of them drawn, and the hand-over to the review queue."""
     st.subheader(f"Selection: {len(ids):,} item{'s' if len(ids) != 1 else ''}")
     if not ids:
         st.caption("Use the box or lasso tool on the map (or click a point) to select items.")
         return
+    made_on, shown_on = st.session_state.get("map_selected_on", ""), current_map()
+    note = f"Selected on the {made_on} map; ringed on the {shown_on} map shown now. " if made_on not in ("", shown_on) else ""
+    left, right = st.columns([4, 1])
+    left.caption(note + "The selected items are ringed on the map; a new selection replaces them.")
+    right.button("Clear the selection", key="map_clear", on_click=clear_selection)
     table = item_table(run, attrs, ids)
     thumbnails(run, ids)
     shown = table.head(MAX_SELECTION_ROWS)  # a page of rows goes to the browser; the download has them all
@@ -529,6 +569,8 @@ st.title("Embedding map")
 explain()
 run = require_run()
 umap_warmup()  # started by app.py already; this covers the page opened on its own
+if st.session_state.get("map_selection_run") != str(run.path):  # another run: its item ids mean other items
+    st.session_state.update(map_selected=[], map_chart_sig="", map_event_ids=[], map_selection_run=str(run.path))
 params = settings_sidebar()
 n = len(run.items)
 if n == 0:
@@ -591,22 +633,46 @@ fig = build_figure(
     query=query_item,
     neighbours=neighbour_ids,
     title=st.session_state["map_colour"],
+    selected=np.asarray(st.session_state["map_selected"], dtype=np.int64),
 )
 how = "read from the run folder" if table.attrs.get("cached", True) else "just computed"
 shown_method = "PCA (UMAP on its way)" if pending is not None else params.method.upper()
 sampled = f"a random {len(rows):,} drawn" if len(rows) < n else f"all {len(rows):,} drawn"
 st.caption(
     f"{shown_method} map of {n:,} items ({sampled}, WebGL) · {how} · "
-    "drag to select (lasso; pick the box tool in the toolbar), double-click to clear, scroll to zoom."
+    "drag to select (lasso; the box tool is in the toolbar; a click picks one point), scroll to zoom; "
+    "the selection stays ringed when the map is redrawn (UMAP replacing PCA, another colouring)."
 )
+if pending is None and params.method == "umap" and fit_note(fit_sample(n, params), n):
+    st.caption(fit_note(fit_sample(n, params), n))  # a large run's UMAP: fitted on a seeded sample
+chart_config = {"scrollZoom": True, "displaylogo": False}
+chart_was_drawn = "map_chart" in st.session_state  # False after another page: the chart's old selection is gone
 event = st.plotly_chart(
     fig,
     on_select="rerun",
     selection_mode=("box", "lasso", "points"),
     key="map_chart",
-    config={"scrollZoom": True, "displaylogo": False},
+    config=chart_config,
 )
-st.session_state["map_selected"] = selected_ids(event, n)
+kept = SelectionState(
+    tuple(st.session_state["map_selected"]),
+    st.session_state["map_chart_sig"],
+    tuple(st.session_state["map_event_ids"]),
+)
+now = next_selection(
+    kept,
+    chart_sig=figure_signature(fig, chart_config, skip=("text",)),  # hover texts follow from the ids
+    event_ids=selected_ids(event, n),
+    chart_was_drawn=chart_was_drawn,
+)
+st.session_state["map_drawn"] = "PCA" if pending is not None else params.method.upper()
+if now.selected != kept.selected:
+    st.session_state["map_selected_on"] = st.session_state["map_drawn"]
+st.session_state["map_selected"] = list(now.selected)
+st.session_state["map_chart_sig"] = now.chart_sig
+st.session_state["map_event_ids"] = list(now.event_ids)
+if now.selected != kept.selected:
+    st.rerun()  # draw the rings of the new selection (the chart starts afresh; the kept ids carry over)
 
 if query_item is not None and len(nbrs):
     with st.expander(f"Item {query_item} and its {len(nbrs)} nearest neighbours (cosine similarity)", expanded=True):

@@ -1,7 +1,10 @@
 """What a user sees in headless Chromium: "Home" first in the sidebar, no "Deploy", labels that are not cut off.
 
 The app runs under ``streamlit run app.py`` (the fixtures of ``tests/browser_support.py``). A label is cut off when
-its text is wider than its box (``scrollWidth > clientWidth``): Streamlit then ends it with an ellipsis.
+its text is wider than its box (``scrollWidth > clientWidth``): Streamlit then ends it with an ellipsis. Issue #14
+named the places where this happened: the false-negative evidence ("mutual…", "Rank among anchor's …", "Its own
+anchor vs this …"), "Flagg…", "Hardest negative above …", "Lines between p…" and the Sources multiselect's "mined"
+chip; the test looks for each of them (under their current names) and checks them whole.
 """
 
 from __future__ import annotations
@@ -10,14 +13,19 @@ import time
 
 import pytest
 
-from tests.browser_support import BROWSER_MARKS, app_url, browser_home, launch_chromium  # noqa: F401 - fixtures used by name
+from tests.browser_support import BROWSER_MARKS, REPO, app_url, browser_home, launch_chromium  # noqa: F401 - fixtures used by name
 from tests.browser_support import settle as _settle
 
 pytestmark = BROWSER_MARKS
+SHOTS = REPO / "screenshots"
 
-#: Labels of widgets and metric cards, and the chips of multiselects: the texts shown cut off.
+#: Labels of widgets and metric cards, metric values and deltas, text blocks (the evidence list) and the chips of
+#: multiselects: the texts shown cut off.
 CUT_OFF_JS = """() => {
-  const boxes = '[data-testid="stWidgetLabel"], [data-testid="stMetricLabel"], [data-tag]';
+  const boxes = [
+    '[data-testid="stWidgetLabel"]', '[data-testid="stMetricLabel"]', '[data-tag]',
+    '[data-testid="stMetricValue"]', '[data-testid="stMetricDelta"]', '[data-testid="stText"]',
+  ].join(', ');
   const out = [];
   let checked = 0;
   for (const box of document.querySelectorAll(boxes)) {
@@ -51,6 +59,18 @@ def _cut_off(page) -> list[str]:
     return page.evaluate(CUT_OFF_JS)["cut"]
 
 
+def _whole(page, text: str) -> None:
+    """``text`` is on the page, visible, and shown whole (it and its three nearest boxes at least as wide as it)."""
+    element = page.get_by_text(text, exact=True).first
+    element.wait_for(timeout=60_000)
+    assert element.is_visible(), text
+    cut = element.evaluate(
+        "e => { let n = e; for (let up = 0; n && up < 4; up += 1, n = n.parentElement) {"
+        " if (n.clientWidth > 0 && n.scrollWidth > n.clientWidth + 1) return true; } return false; }"
+    )
+    assert not cut, f"{text!r} is cut off"
+
+
 def test_home_first_no_deploy_and_whole_labels(app_url: str) -> None:  # noqa: F811 - a fixture
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
@@ -70,7 +90,8 @@ def test_home_first_no_deploy_and_whole_labels(app_url: str) -> None:  # noqa: F
 
             _open(page, "Score distributions")
             page.get_by_text("Recall@1").first.wait_for(timeout=180_000)
-            assert page.get_by_text("Hardest neg > positive").count() == 1
+            assert page.get_by_text("Hardest neg > positive").count() == 1  # was "Hardest negative above …"
+            _whole(page, "Hardest neg > positive")
             chips = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelectTagsContainer"] [data-tag]')
             chips.first.wait_for(timeout=30_000)
             assert sorted(chips.nth(i).inner_text() for i in range(chips.count())) == ["given", "in_batch", "mined"]
@@ -90,7 +111,8 @@ def test_home_first_no_deploy_and_whole_labels(app_url: str) -> None:  # noqa: F
             assert _cut_off(page) == [], "Modality gap"
 
             _open(page, "Embedding map")
-            page.get_by_text("Pair lines").wait_for(timeout=60_000)
+            page.get_by_text("Pair lines").wait_for(timeout=60_000)  # was "Lines between p…"
+            _whole(page, "Pair lines")
             assert _cut_off(page) == [], "Embedding map"
 
             _open(page, "Teaching")
@@ -98,11 +120,23 @@ def test_home_first_no_deploy_and_whole_labels(app_url: str) -> None:  # noqa: F
 
             # The review pages: filters, evidence cards and the export options.
             _open(page, "False negatives")
-            page.get_by_text("Neighbour rank").first.wait_for(timeout=240_000)
+            page.get_by_text("Neighbour rank").first.wait_for(timeout=240_000)  # was "Rank among anchor's …"
+            _whole(page, "Anchor vs its own anchor")  # was "Its own anchor vs this …"
+            _whole(page, "Flagged only")
+            # the evidence flags (were "mutual…" in a metric card): a list of whole words
+            _whole(page, "Other evidence")
+            texts = page.locator('[data-testid="stText"]')
+            blocks = [texts.nth(i).inner_text().strip().split("\n") for i in range(texts.count())]
+            flags = [b for b in blocks if set(b) <= {"mutual kNN", "same cluster", "same label", "other label", "none"}]
+            assert len(flags) == 1, blocks
+            SHOTS.mkdir(exist_ok=True)
+            page.get_by_text("Other evidence").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(SHOTS / "layout_fn_evidence.png"))
             assert _cut_off(page) == [], "False negatives"
 
             _open(page, "Label noise")
-            page.get_by_text("Flagged only").first.wait_for(timeout=240_000)
+            page.get_by_text("Flagged only").first.wait_for(timeout=240_000)  # was "Flagg…"
+            _whole(page, "Flagged only")
             assert _cut_off(page) == [], "Label noise"
 
             # Compare opens on the sample's three checkpoints (embedded on first visit) with every view.

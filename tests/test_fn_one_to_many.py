@@ -154,7 +154,8 @@ def test_learned_weights_rerank_and_report_cross_validated_precision(tmp_path: P
     yd = y[decided.to_numpy()]
     assert learned.n_decided == 300 and learned.n_false_negative == int(yd.sum())
     # the out-of-fold figures, recomputed with a plain fold loop at the chosen regularisation
-    x = features(table[decided]).to_numpy()
+    # the features of the whole table (the z-scores' reference: all listed negatives), then the decided rows
+    x = features(table).to_numpy()[decided.to_numpy()]
     off = table.loc[decided, "logit"].to_numpy()
     oof = np.zeros(len(yd))
     cv = StratifiedKFold(n_splits=learned.folds, shuffle=True, random_state=0)

@@ -282,3 +282,66 @@ def test_two_hundred_thousand_points_stay_webgl_and_compact(tmp_path: Path) -> N
     assert _trace_ids(found[0]) == [123_456] and 123_456 in drawn  # the found item and its neighbours stay
     ringed = [t for t in fig["data"] if t["name"] == "nearest neighbours"]
     assert set(_trace_ids(ringed[0])) <= drawn
+
+
+def _select(at: AppTest, ids: list[int]) -> None:
+    """Send a lasso selection of ``ids`` as plotly.js does (custom data per point), and rerun."""
+    points = [{"curve_number": 0, "point_index": i, "customdata": [item]} for i, item in enumerate(ids)]
+    at.session_state["map_chart"] = {
+        "selection": {"points": points, "point_indices": list(range(len(ids))), "box": [], "lasso": []}
+    }
+    at.run()
+    assert not at.exception, at.exception
+
+
+def _rings(at: AppTest) -> dict:
+    rings = [t for t in _figure(at)["data"] if str(t.get("name", "")).startswith("selected (")]
+    assert len(rings) <= 1
+    return rings[0] if rings else {}
+
+
+@pytest.mark.slow
+def test_a_selection_on_the_pca_map_is_kept_when_umap_replaces_it(small_run) -> None:
+    write_image_files(small_run)
+    at = _app(small_run)
+    at.session_state["map_method"] = "PCA"
+    at.run()
+    assert not at.exception and not _rings(at)
+    chosen = [17, 160, 3]
+    _select(at, chosen)
+    assert at.session_state["map_selected"] == chosen
+    rings = _rings(at)  # the selection is ringed on the map it was made on
+    assert rings["name"] == "selected (3)" and _trace_ids(rings) == chosen
+    pca = pca_2d(small_run.embeddings, seed=0)
+    np.testing.assert_allclose(_arr(rings["x"]), pca[chosen, 0], rtol=1e-5, atol=1e-6)
+
+    # UMAP replaces PCA (computed in the background, the PCA map standing in meanwhile): the selection stays
+    at.radio(key="map_method").set_value("UMAP").run()
+    assert not at.exception
+    assert at.session_state["map_selected"] == chosen
+    _wait_for_umap(at, small_run)
+    assert any(c.value.startswith("UMAP map of") for c in at.caption)
+    assert at.session_state["map_selected"] == chosen
+    umap = pd.read_parquet(map_cache_path(small_run, MapParams()))
+    rings = _rings(at)
+    assert _trace_ids(rings) == chosen
+    np.testing.assert_allclose(_arr(rings["x"]), umap["x"].to_numpy()[chosen], rtol=1e-6)
+    np.testing.assert_allclose(_arr(rings["y"]), umap["y"].to_numpy()[chosen], rtol=1e-6)
+    assert at.subheader[-1].value == "Selection: 3 items"
+    assert at.dataframe[-1].value["item_id"].tolist() == chosen
+    assert any("Selected on the PCA map; ringed on the UMAP map shown now." in c.value for c in at.caption)
+    n_images = int(sum(small_run.items["modality"].to_numpy()[i] == "image" for i in chosen))
+    assert any(c.value.startswith(f"{n_images} of {n_images} selected images") for c in at.caption)
+
+    # another colouring redraws the chart too: still kept
+    at.selectbox(key="map_colour").set_value("Label").run()
+    assert not at.exception and at.session_state["map_selected"] == chosen and _trace_ids(_rings(at)) == chosen
+
+    # a new selection on the UMAP map replaces the kept one; the button clears it
+    _select(at, [42])
+    assert at.session_state["map_selected"] == [42] and _trace_ids(_rings(at)) == [42]
+    assert at.subheader[-1].value == "Selection: 1 item"
+    at.button(key="map_clear").click().run()
+    assert not at.exception
+    assert at.session_state["map_selected"] == [] and not _rings(at)
+    assert at.subheader[-1].value == "Selection: 0 items"

@@ -154,3 +154,42 @@ def test_mismatch_search_above_the_budget_finds_the_planted_pairs_like_exact(tmp
     caught_exact = (exact["flagged"].to_numpy() & planted).sum()
     caught_approx = (approx["flagged"].to_numpy() & planted).sum()
     assert caught_approx >= caught_exact - 0.02 * planted.sum()
+
+
+def test_graph_probabilities_in_float32_match_float64() -> None:
+    rng = np.random.default_rng(4)
+    rows = rng.integers(-1, 50, size=(50, 6))
+    sims = rng.uniform(-0.2, 1.0, size=(50, 6)).astype(np.float32)
+    labels = np.arange(50) % 7
+    p64 = graph_probs(rows, sims, labels)
+    p32 = graph_probs(rows, sims, labels, dtype=np.float32)
+    assert p64.dtype == np.float64 and p32.dtype == np.float32
+    np.testing.assert_allclose(p32, p64, rtol=1e-5, atol=1e-7)
+
+
+def test_one_index_per_item_set_is_shared_by_the_graph_and_the_galleries(tmp_path: Path) -> None:
+    from analysis.search.graph import run_index
+
+    run, _ = make_synthetic_run(tmp_path / "run", n_pairs=300, dim=16, two_modalities=False)
+    anchors = np.unique(run.pairs["anchor_id"].to_numpy())
+    first = run_index(run, anchors, kind="ivf", n_queries=300)
+    assert run_index(run, anchors, kind="ivf", n_queries=300) is first  # built once
+    assert first.kind == "ivf" and first.recall is not None and 0.0 < first.recall <= 1.0
+    assert run_index(run, anchors, kind="exact") is not first  # another kind: its own index
+    graph = run_graph(run, anchors, kind="ivf", cache=False)
+    assert graph.kind == "ivf" and graph.recall == pytest.approx(first.recall)
+
+
+def test_label_flags_through_an_approximate_graph_agree_with_exact(tmp_path: Path) -> None:
+    """Above ``PROBE_MAX_WORK`` the label detector reads the shared graph: IVF and exact give the same flags."""
+    from analysis.detectors.labels import label_issues
+
+    # 4,000 anchors x 300 classes: the graph path; 4,096 or more rows are needed for IVF cells to pay
+    run, _ = make_synthetic_run(tmp_path / "run", n_pairs=4200, dim=24, n_classes=300, noise=0.2, two_modalities=False)
+    exact = label_issues(run, search="exact")
+    approx = label_issues(load_run(run.path), search="ivf")
+    assert "exact neighbour search" in exact.attrs["probes"][0]
+    assert "IVF" in approx.attrs["probes"][0] and "measured recall@10" in approx.attrs["probes"][0]
+    assert exact["flagged"].sum() > 0
+    assert (exact["flagged"] == approx["flagged"]).mean() >= 0.98
+    assert (exact["suggested_label"] == approx["suggested_label"]).mean() >= 0.98

@@ -90,3 +90,31 @@ def test_false_negative_mining_reports_the_search_it_ran(tmp_path) -> None:
         run, settings=Settings(mine_k=3, rank_depth=20, mutual_k=3, n_clusters=4, index_kind="ivf")
     )
     assert "IVF" in ivf.attrs["index"] and "measured recall@10 = " in ivf.attrs["index"]
+
+
+def test_ivf_cells_grow_with_the_corpus_and_keep_enough_rows_per_cell() -> None:
+    from analysis.search.index import IVF_ROWS_PER_CELL, default_nlist
+
+    assert default_nlist(200_000) == 1024 and default_nlist(100_000) == 1024
+    assert default_nlist(1_000_000) == 2048 and default_nlist(10_000) == 128 and default_nlist(4096) == 64
+    assert default_nlist(10) == 1
+    for n in (100, 1_000, 4_096, 50_000, 300_000, 5_000_000):
+        nlist = default_nlist(n)
+        assert nlist & (nlist - 1) == 0  # a power of two
+        assert n / nlist >= IVF_ROWS_PER_CELL and nlist <= 4 * np.sqrt(n)
+
+
+def test_many_small_clusters_need_few_probes() -> None:
+    """Data made of many small clusters (like the 100k benchmark run's ~50 items per cluster): the cells are
+    small enough that probing 1-4 of them finds >= 95% of the true top 10, so IVF beats exact search."""
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(400, 32))
+    x = centres[rng.integers(0, 400, 20_000)] + 0.25 * rng.normal(size=(20_000, 32))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    auto = build_index(x, kind="auto", n_queries=len(x), exact_budget=0, seed=0)
+    assert auto.kind == "ivf" and auto.params["nlist"] == 256
+    assert auto.params["nprobe"] <= 4 and auto.recall >= 0.95
+    fresh = x[rng.choice(len(x), 300, replace=False)] + 0.01 * rng.normal(size=(300, 32)).astype(np.float32)
+    ref = np.argsort(-(fresh.astype(np.float64) @ x.astype(np.float64).T), axis=1, kind="stable")[:, :10]
+    _, got = auto.search(fresh, 10)
+    assert recall_at_k(got, ref) >= 0.93

@@ -10,6 +10,15 @@ The CSV has one row per candidate: ``pair_id`` (the dataset's ``id`` where it ha
 ``candidate_id`` (item ids of the run), ``source`` (given | in_batch | mined), ``score`` (0..1, higher = more
 likely a false negative), ``flagged``, ``reason``; sorted by score, highest first. ``--evidence`` appends
 the evidence columns (pos_sim, neg_sim, rank, sim_to_positive ...). Without ``--out`` the CSV goes to stdout.
+
+One-to-many data, a cross-encoder judge, and learning from the decisions recorded for the run::
+
+    python -m analysis false-negatives RUN --weights one_to_many --cross-encoder ce/ --learn --out queue.csv
+    learned from 200 decisions (121 false negatives), 5-fold cross-validated: precision 0.66, recall 0.70, AUPRC 0.71
+    log-odds weights (preset + learned change): sim_diff +2.000, ...
+
+``--learn`` appends ``learned_score`` and ``decision`` and puts the undecided rows first, by learned score or
+(``--learn-order uncertainty``) most uncertain first.
 """
 
 from __future__ import annotations
@@ -17,9 +26,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
-from analysis.choices import INDEX_KINDS, NEGATIVE_SOURCES
+from analysis.choices import FN_QUEUE_ORDERS, FN_WEIGHT_PRESETS, INDEX_KINDS, NEGATIVE_SOURCES
 from analysis.errors import NegScopeError
+
+if TYPE_CHECKING:  # annotations only: the command stays light at import
+    import pandas as pd
+
+    from analysis.review.store import ReviewStore
+    from analysis.runs.folder import Run
 
 NAME = "false-negatives"
 HELP = "Rank listed and mined negatives by how likely they are false negatives; write them as CSV."
@@ -41,7 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-labels", action="store_true", help="do not use class labels as evidence")
     parser.add_argument("--guide", metavar="RUN2", default=None, help="run of the same data with a guide checkpoint")
     parser.add_argument(
-        "--index", choices=INDEX_KINDS, default="auto", help="neighbour search (auto: from the work to do)"
+        "--index",
+        choices=INDEX_KINDS,
+        default="auto",
+        help="neighbour search (auto: from the work to do; ivfpq, re-ranked from the shards, when the corpus "
+        "would not fit in memory)",
     )
     flag = parser.add_mutually_exclusive_group()
     flag.add_argument("--threshold", type=float, default=0.5, help="flag when score >= this (0.5)")
@@ -54,6 +74,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="M",
         help="flag when neg_sim > pos_sim - |pos_sim| * M instead (sign-safe relative margin)",
+    )
+    parser.add_argument(
+        "--weights",
+        default="paraphrase",
+        metavar="PRESET",
+        help=f"evidence weight preset: {' | '.join(FN_WEIGHT_PRESETS)} (paraphrase: valid matches look like the "
+        "positive; one_to_many: several different valid matches per anchor)",
+    )
+    parser.add_argument(
+        "--learn",
+        action="store_true",
+        help="re-rank with weights learned from the review decisions recorded for this run (cross-validated "
+        "logistic regression; needs 5 decided false negatives and 5 negatives); adds learned_score, decision",
+    )
+    parser.add_argument(
+        "--learn-order",
+        default="score",
+        metavar="ORDER",
+        help=f"order of the undecided rows with --learn: {' | '.join(FN_QUEUE_ORDERS)} (uncertainty sampling)",
+    )
+    parser.add_argument("--db", default=None, help="review database for --learn (default: the workspace's)")
+    parser.add_argument(
+        "--cross-encoder",
+        metavar="DIR",
+        default=None,
+        help="local sentence-transformers CrossEncoder folder (safetensors) judging (anchor, candidate) and "
+        "(anchor, positive) of the top candidates",
+    )
+    parser.add_argument(
+        "--judge-top", type=int, default=1000, help="candidates the cross-encoder judges, highest first (1000)"
     )
     parser.add_argument("--flagged-only", action="store_true", help="write only the flagged rows")
     parser.add_argument("--evidence", action="store_true", help="append the evidence columns")
@@ -73,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         find_false_negatives,
         flag_by,
         quality_on_truth,
+        weight_preset,
     )
     from analysis.runs.folder import load_run
 
@@ -85,10 +136,20 @@ def run(args: argparse.Namespace) -> int:
         use_labels=not args.no_labels,
         threshold=args.threshold,
         index_kind=args.index,
+        weights=weight_preset(args.weights),
+        judge_top=args.judge_top,
     )
+    if args.learn_order not in FN_QUEUE_ORDERS:
+        raise NegScopeError(f"unknown --learn-order {args.learn_order!r}; expected one of {', '.join(FN_QUEUE_ORDERS)}")
     run_ = load_run(args.run)
+    store = _review_store(args) if args.learn else None  # checked before the search, which may take long
     guide = load_run(args.guide) if args.guide else None
-    table = find_false_negatives(run_, settings=settings, guide=guide)
+    judge = None
+    if args.cross_encoder:
+        from analysis.detectors.cross_encoder import CrossEncoderJudge
+
+        judge = CrossEncoderJudge(args.cross_encoder)
+    table = find_false_negatives(run_, settings=settings, guide=guide, judge=judge)
     if args.margin_absolute is not None:
         table["flagged"] = flag_by(table, method="absolute", value=args.margin_absolute)
     elif args.margin_relative is not None:
@@ -115,9 +176,12 @@ def run(args: argparse.Namespace) -> int:
                 f"(baseline {q['precision_at_k_baseline']:.3f}) over {q['n']} listed negatives",
                 file=info,
             )
+    if args.learn:
+        table = _learned_queue(run_, table, store, args, info)
     if args.flagged_only:
         table = table[table["flagged"]]
     columns = list(DETECTOR_COLUMNS) + (list(EVIDENCE_COLUMNS) if args.evidence else [])
+    columns += ["learned_score", "decision"] if args.learn else []
     table = table[columns]
     if args.out:
         out = Path(args.out)
@@ -130,3 +194,41 @@ def run(args: argparse.Namespace) -> int:
     else:
         table.to_csv(sys.stdout, index=False)
     return 0
+
+
+def _review_store(args: argparse.Namespace) -> ReviewStore:
+    """The review database ``--learn`` reads (``--db`` or the workspace's); it must exist."""
+    from analysis.review.store import ReviewStore
+    from analysis.runs import workspace
+
+    db = Path(args.db) if args.db else workspace.review_db_path()
+    if not db.is_file():
+        raise NegScopeError(f"--learn: no review database at {db} (decide some candidates first, or pass --db)")
+    return ReviewStore(db)
+
+
+def _learned_queue(
+    run_: Run, table: pd.DataFrame, store: ReviewStore, args: argparse.Namespace, info: TextIO
+) -> pd.DataFrame:
+    """``table`` re-ranked by weights learned from the run's recorded decisions (latest decision per
+    candidate); prints the learned weights and the cross-validated figures."""
+    from analysis.detectors.false_negatives import with_decisions
+    from analysis.detectors.fn_learning import fit_weights, rerank
+    from analysis.review.decisions import current_decisions, dataset_keys, negative_decisions
+
+    decisions = negative_decisions(run_, current_decisions(store, dataset_keys(run_), kind="negative"))
+    table = with_decisions(table, decisions)
+    learned = fit_weights(table)
+    print(
+        f"learned from {learned.n_decided} decisions ({learned.n_false_negative} false negatives), "
+        f"{learned.folds}-fold cross-validated: precision {learned.cv_precision:.2f}, recall "
+        f"{learned.cv_recall:.2f}, AUPRC {learned.cv_auprc:.2f}",
+        file=info,
+    )
+    weights = learned.weight_table()
+    print(
+        "log-odds weights (preset + learned change): "
+        + ", ".join(f"{r.evidence} {r.learned:+.3f}" for r in weights.itertuples(index=False)),
+        file=info,
+    )
+    return rerank(table, learned, order=args.learn_order)

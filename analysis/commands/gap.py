@@ -9,7 +9,9 @@ Example::
 The object holds at least ``centroid_distance``, ``centroid_cosine``, ``separability`` and ``shift`` (a list of
 ``{lambda, recall_at_1, loss}``, plus the centroid distance after the shift), ``lambda_close`` (the shift that
 closes the gap), each group's ``mean_cosine``, ``gap_variance_share`` and the ``tau`` used for the loss. For a
-one-modality dataset the groups are the anchor side and the positive side (``note`` says so).
+one-modality dataset the groups are the anchor side and the positive side (``note`` says so). On a large run the
+shift experiment runs on seeded samples (``--max-pairs`` pairs, ``--max-items`` items; 0 = all), and
+``shift_sample`` says what it ran on.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from __future__ import annotations
 import argparse
 
 from analysis.choices import GAP_LAMBDAS
+from analysis.choices import GAP_MAX_SHIFT_ITEMS as MAX_SHIFT_ITEMS
+from analysis.choices import GAP_MAX_SHIFT_PAIRS as MAX_SHIFT_PAIRS
 from analysis.commands._json import write_json
+from analysis.errors import NegScopeError
 
 NAME = "gap"
 HELP = "Modality gap of a run: centroid distance and cosine, cone widths, separability, and the shift experiment."
@@ -35,6 +40,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="shift sizes (default -1 to 2 in steps of 0.25); the gap-closing lambda is always added",
     )
     parser.add_argument("--tau", type=float, default=None, help="temperature of the loss (default: the learned tau)")
+    parser.add_argument(
+        "--max-pairs",
+        type=int,
+        default=MAX_SHIFT_PAIRS,
+        metavar="N",
+        help=f"shift experiment: recall@1 and loss on a seeded sample of at most N pairs (default {MAX_SHIFT_PAIRS:,}; 0: all)",
+    )
+    parser.add_argument(
+        "--max-items",
+        type=int,
+        default=MAX_SHIFT_ITEMS,
+        metavar="N",
+        help=f"shift experiment: closing lambda and centroid distances on at most N items (default {MAX_SHIFT_ITEMS:,}; 0: all)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -43,7 +62,15 @@ def run(args: argparse.Namespace) -> int:
     from analysis.metrics.modality_gap import gap_report
     from analysis.runs.folder import load_run
 
-    report = gap_report(load_run(args.run), tau=args.tau, lambdas=args.lambdas)
+    if args.max_pairs < 0 or args.max_items < 0:
+        raise NegScopeError("--max-pairs and --max-items must be 0 (all) or positive")
+    report = gap_report(
+        load_run(args.run),
+        tau=args.tau,
+        lambdas=args.lambdas,
+        max_pairs=args.max_pairs or None,
+        max_items=args.max_items or None,
+    )
     data = report.to_json()
     if args.json:
         write_json(data)
@@ -62,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"separability       {fmt(data['separability'])} (logistic regression, 5-fold, balanced; 0.5 = chance)")
     for message in data["messages"]:
         print(f"note: {message}")
+    if data["shift_sample"] and data["shift_sample"]["note"]:
+        print(f"note: {data['shift_sample']['note']}")
     print(f"shift experiment at tau {data['tau']:.4g} ({'learned' if data['tau_is_learned'] else 'given or default'}):")
     print(f"{'lambda':>10} {'centroid_dist':>14} {'recall_at_1':>12} {'loss':>10}")
     for row in data["shift"]:

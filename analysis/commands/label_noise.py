@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from analysis.choices import DUPLICATE_THRESHOLD as DEFAULT_THRESHOLD
+from analysis.choices import INDEX_KINDS
 from analysis.choices import LABEL_EXAMINE as EXAMINE
 from analysis.choices import LABEL_METHODS as METHODS
 from analysis.choices import LABEL_NOISE_KINDS as KINDS
@@ -59,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"duplicates: cosine at or above which two anchors are near duplicates ({DEFAULT_THRESHOLD})",
     )
     parser.add_argument(
+        "--index",
+        choices=INDEX_KINDS,
+        default="auto",
+        help="neighbour search of all three detectors (auto: exact or IVF with measured recall, from the work)",
+    )
+    parser.add_argument(
         "--evaluate",
         action="store_true",
         help="also print AUROC/AUPRC against the planted truth (truth.csv beside the dataset), when there is one",
@@ -81,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         k=args.k,
         n_folds=args.folds,
         duplicate_threshold=args.duplicate_threshold,
+        search=args.index,
     )
     table = result.table()
     if args.flagged_only:

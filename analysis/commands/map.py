@@ -80,4 +80,9 @@ def run(args: argparse.Namespace) -> int:
         raise NegScopeError(f"cannot write {out}: {exc}") from exc
     how = "read from the run folder's cache" if table.attrs.get("cached") else f"computed in {seconds:.1f} s"
     print(f"wrote {len(table)} points ({args.method}, {how}) to {out}")
+    from analysis.maps.embedding_map import fit_note
+
+    note = fit_note(int(table.attrs.get("fit_sample", len(table))), len(table))
+    if note:
+        print(note)
     return 0

@@ -24,8 +24,7 @@ import pandas as pd
 
 from analysis.choices import DUPLICATE_THRESHOLD as DEFAULT_THRESHOLD
 from analysis.runs.folder import Run
-from analysis.search.exact import flat_index, knn
-from analysis.search.graph import run_graph
+from analysis.search.graph import run_graph, run_index
 
 SPLIT_COLUMN = "split"
 
@@ -69,6 +68,7 @@ def near_duplicate_anchors(
     *,
     threshold: float = DEFAULT_THRESHOLD,
     split_column: str = SPLIT_COLUMN,
+    search: str = "auto",
     progress: Callable[[float], None] | None = None,
 ) -> pd.DataFrame:
     """Find near-duplicate anchors (and cross-split duplicates).
@@ -81,6 +81,8 @@ def near_duplicate_anchors(
         Cosine similarity at or above which two anchors count as near duplicates.
     split_column : str
         Column of ``pairs`` or ``items`` naming the split, used when present.
+    search : {"auto", "exact", "ivf", "hnsw"}
+        The search of the run's shared anchor graph ('auto': the rule picks from the work).
     progress : callable, optional
         Called with the fraction done.
 
@@ -106,7 +108,7 @@ def near_duplicate_anchors(
     sim = np.full(len(anchors), np.nan, dtype=np.float32)
     if len(anchors) > 1:
         # the run's shared anchor graph (exact or measured-recall approximate, as the rule picks)
-        rows, sims = run_graph(run, anchors, progress=lambda f: report(0.5 * f)).first(1)
+        rows, sims = run_graph(run, anchors, kind=search, progress=lambda f: report(0.5 * f)).first(1)
         found = rows[:, 0] >= 0
         other[found] = anchors[rows[found, 0]]
         sim[found] = sims[found, 0]
@@ -125,7 +127,9 @@ def near_duplicate_anchors(
             theirs = np.flatnonzero(known & (split != name))
             if len(theirs) == 0:
                 continue
-            s_x, r_x = knn(emb[mine], flat_index(emb[theirs]), 1)
+            # the other splits' anchors, searched exactly or through a measured-recall index as the rule picks
+            index = run_index(run, anchors[theirs], kind=search, n_queries=len(mine))
+            s_x, r_x = index.search(emb[mine], 1)
             better = s_x[:, 0] >= np.minimum(threshold, sim[mine])
             idx = mine[better]
             other[idx] = anchors[theirs[r_x[better, 0]]]

@@ -23,7 +23,9 @@ Evidence for a candidate ``c`` of a pair (anchor ``a``, positive ``p``)
     ``neg_z`` = (a·c - mean_a) / std_a over a's listed negatives; ``reverse_rank``: a's rank among c's nearest
     anchors; ``csls`` = 2 a·c - r_a - r_c (mean similarity to the 10 nearest of the other side);
     ``anchor_vote``: share of a's ``mutual_k`` nearest anchors that list c as their positive or nearest
-    neighbour; ``claimed``: c is another anchor's positive; multi-label ``label_agree`` is the Jaccard index of
+    neighbour; ``claimed``: c is another anchor's positive; ``other_mode`` = max(0, sep) (c·μ_O - c·μ_P), the
+    anchor's neighbourhood split into the positive's mode and another (:func:`neighbourhood_modes`);
+    multi-label ``label_agree`` is the Jaccard index of
     the label sets (labels joined by ``|``); ``judge_*``: an optional cross-encoder's scores
     (:mod:`analysis.detectors.cross_encoder`).
 
@@ -62,7 +64,8 @@ from sklearn.metrics import average_precision_score
 from analysis.errors import NegScopeError
 from analysis.runs.candidates import build_candidates
 from analysis.runs.folder import NEGATIVE_SOURCES, Run
-from analysis.search.index import INDEX_KINDS, build_index
+from analysis.search.graph import run_index
+from analysis.search.index import INDEX_KINDS, SearchIndex, build_index
 
 DETECTOR_COLUMNS = ("pair_id", "anchor_id", "candidate_id", "source", "score", "flagged", "reason")
 EVIDENCE_COLUMNS = (
@@ -83,6 +86,7 @@ EVIDENCE_COLUMNS = (
     "anchor_vote",
     "csls",
     "claimed",
+    "other_mode",
     "judge_candidate",
     "judge_positive",
     "judge_diff",
@@ -112,6 +116,7 @@ class Weights:
     anchor_vote: float = 0.0
     csls: float = 0.0
     claimed: float = 0.0
+    other_mode: float = 0.0
     judge: float = 1.0
 
 
@@ -130,12 +135,26 @@ ONE_TO_MANY = Weights(
     anchor_vote=-1.0,
     csls=0.5,
     claimed=-2.0,
+    other_mode=0.0,
     judge=1.0,
 )
 """Weights for one-to-many data, where valid matches need not look like the given positive (several senses of
 a word, several relevant passages): the candidate unusually close to this anchor (``neg_z``, ``reverse_rank``,
 ``csls``) and matched by no other anchor (``claimed``, ``anchor_side`` and ``anchor_vote`` against)."""
 WEIGHT_PRESETS = {"paraphrase": Weights(), "one_to_many": ONE_TO_MANY}
+
+
+def weight_preset(name: str) -> Weights:
+    """The :data:`WEIGHT_PRESETS` entry ``name`` (``FN_WEIGHT_PRESETS``).
+
+    Raises
+    ------
+    NegScopeError
+        For an unknown name.
+    """
+    if name not in WEIGHT_PRESETS:
+        raise NegScopeError(f"unknown weight preset {name!r}; expected one of {', '.join(WEIGHT_PRESETS)}")
+    return WEIGHT_PRESETS[name]
 
 
 @dataclass(frozen=True)
@@ -159,7 +178,8 @@ class Settings:
     threshold : float
         ``flagged`` is ``score >= threshold``.
     index_kind : str
-        'auto' (exact or IVF from the work, :func:`analysis.search.rule.choose_kind`), 'exact', 'ivf' or 'hnsw'.
+        'auto' (exact or IVF from the work, :func:`analysis.search.rule.choose_kind`; IVF-PQ
+        re-ranked from the shards when the corpus would not fit in memory), 'exact', 'ivf', 'hnsw' or 'ivfpq'.
     weights : Weights
         Evidence weights.
     seed : int
@@ -202,6 +222,8 @@ class Settings:
             raise NegScopeError(f"n_clusters must be >= 1, got {self.n_clusters}")
         if math.isnan(float(self.threshold)):
             raise NegScopeError("the score threshold must be a number")
+        if int(self.judge_top) < 0:
+            raise NegScopeError(f"judge_top (candidates the cross-encoder scores) must be >= 0, got {self.judge_top}")
         if self.index_kind not in INDEX_KINDS:
             raise NegScopeError(f"unknown neighbour search {self.index_kind!r}; expected one of {INDEX_KINDS}")
 
@@ -247,7 +269,7 @@ def _neighbour_search(
     emb = run.embeddings
     n = len(run.items)
     sample = emb[anchors[np.random.default_rng(seed).permutation(len(anchors))[:500]]]
-    index = build_index(emb[corpus_ids], kind=index_kind, n_queries=len(anchors), sample_queries=sample, seed=seed)
+    index = run_index(run, corpus_ids, kind=index_kind, n_queries=len(anchors), sample_queries=sample, seed=seed)
     k = min(depth + max_excluded, len(corpus_ids))
     _, rows = index.search(emb[anchors], k, progress=progress)
     neighbours = np.where(rows >= 0, corpus_ids[np.maximum(rows, 0)], -1)
@@ -434,6 +456,7 @@ REASON_TEXT = {
     "anchor_vote": "nearby anchors list it as their match",
     "csls": "close to this anchor beyond both items' usual closeness (CSLS)",
     "claimed": "no other anchor has it as its match",
+    "other_mode": "in another mode of the anchor's neighbourhood than the positive",
     "judge": "the cross-encoder judges it a match",
 }
 
@@ -481,6 +504,7 @@ class _RunArrays:
     pair_ids: np.ndarray  # (P,)
     anchor_of: np.ndarray  # (P,) int64 item ids
     positive_of: np.ndarray  # (P,) int64 item ids
+    run: Run | None = None  # the run itself: its search indexes are shared (analysis.search.graph.run_index)
 
     @property
     def n_items(self) -> int:
@@ -497,7 +521,15 @@ class _RunArrays:
             pair_ids=pairs["pair_id"].to_numpy(),
             anchor_of=pairs["anchor_id"].to_numpy(np.int64),
             positive_of=pairs["positive_id"].to_numpy(np.int64),
+            run=run,
         )
+
+    def anchor_index(self, s: Settings, n_queries: int) -> tuple[np.ndarray, SearchIndex]:
+        """(A,) every anchor item id and the index over their embeddings, built once per run and search kind."""
+        anchors_all = np.unique(self.anchor_of)
+        if self.run is None:
+            return anchors_all, build_index(self.emb[anchors_all], kind=s.index_kind, n_queries=n_queries, seed=s.seed)
+        return anchors_all, run_index(self.run, anchors_all, kind=s.index_kind, n_queries=n_queries, seed=s.seed)
 
 
 @dataclass(frozen=True)
@@ -621,10 +653,7 @@ def _mutual_evidence(r: _RunArrays, s: Settings, a: np.ndarray, c: np.ndarray, r
     rows_close = np.flatnonzero(rank <= s.mutual_k)
     if not len(rows_close):
         return mutual
-    anchors_all = np.unique(r.anchor_of)
-    anchor_index = build_index(
-        emb[anchors_all], kind=s.index_kind, n_queries=len(np.unique(c[rows_close])), seed=s.seed
-    )
+    anchors_all, anchor_index = r.anchor_index(s, len(np.unique(c[rows_close])))
     for mod in cand_mods:
         rows_mod = rows_close[r.modality[c[rows_close]] == mod]
         if not len(rows_mod):
@@ -723,8 +752,7 @@ def _anchor_z_evidence(a: np.ndarray, neg_sim: np.ndarray, source: np.ndarray, *
 def _anchor_neighbours(r: _RunArrays, s: Settings, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Each query item's ``k`` nearest anchors, the query itself left out: (Q, k) anchor item ids (-1 = none)
     and (Q, k) similarities, nearest first."""
-    anchors_all = np.unique(r.anchor_of)
-    index = build_index(r.emb[anchors_all], kind=s.index_kind, n_queries=len(queries), seed=s.seed)
+    anchors_all, index = r.anchor_index(s, len(queries))
     depth = min(k + 1, len(anchors_all))
     sims, nb = index.search(r.emb[queries], depth)
     items = np.where(nb >= 0, anchors_all[np.maximum(nb, 0)], -1)
@@ -804,6 +832,130 @@ def _claimed_evidence(r: _RunArrays, a: np.ndarray, c: np.ndarray) -> np.ndarray
         pa = pd.DataFrame({"p": r.positive_of, "a": r.anchor_of}).value_counts()
         own_count[own] = pa.reindex(list(zip(c[own].tolist(), a[own].tolist(), strict=True))).to_numpy(np.float64)
     return (pos_counts[c] - own_count > 0).astype(np.float64)
+
+
+def neighbourhood_modes(
+    embeddings: np.ndarray,
+    positives: np.ndarray,
+    neighbours: np.ndarray,
+    *,
+    iterations: int = 10,
+    min_members: int = 2,
+    block: int = 1024,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two modes of each anchor's neighbourhood: the positive's mode and the other one.
+
+    The neighbourhood ``S`` is the positive ``p`` and the anchor's nearest items. Spherical 2-means on ``S``,
+    seeded with ``p`` and the neighbour least similar to ``p``, ``p`` held in its mode ``P`` (``iterations``
+    Lloyd steps; a member joins the other mode ``O`` when strictly closer to its centre). The separation is
+    the mean similarity of two different members of one mode minus that of two members of different modes,
+    :math:`\\bar s_\\text{within} - \\bar s_\\text{between}`: near 0 for one blob, large for two separated
+    groups.
+
+    Parameters
+    ----------
+    embeddings : numpy.ndarray
+        (N, D) L2-normalised.
+    positives : numpy.ndarray
+        (B,) item id of each anchor's positive.
+    neighbours : numpy.ndarray
+        (B, K) item ids of each anchor's nearest items, -1 where none.
+    iterations : int
+        Lloyd steps.
+    min_members : int
+        Members each mode needs (``p`` counts in ``P``) for the neighbourhood to have two modes.
+    block : int
+        Anchors per vectorised step.
+
+    Returns
+    -------
+    centre_positive, centre_other : numpy.ndarray
+        (B, D) float64 unit centres of the modes ``P`` and ``O``; NaN rows where there are no two modes.
+    separation : numpy.ndarray
+        (B,) float64, NaN where there are no two modes.
+    """
+    positives = np.asarray(positives, dtype=np.int64)
+    neighbours = np.asarray(neighbours, dtype=np.int64).reshape(len(positives), -1)
+    b_all, dim = len(positives), embeddings.shape[1]
+    centre_p = np.full((b_all, dim), np.nan)
+    centre_o = np.full((b_all, dim), np.nan)
+    separation = np.full(b_all, np.nan)
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        norm = np.linalg.norm(v, axis=1, keepdims=True)
+        return np.where(norm > 1e-12, v / np.maximum(norm, 1e-12), 0.0)
+
+    for start in range(0, b_all, block):
+        stop = min(start + block, b_all)
+        members = np.concatenate([positives[start:stop, None], neighbours[start:stop]], axis=1)  # (B, K + 1)
+        valid = members >= 0
+        x = np.asarray(embeddings[np.maximum(members, 0)], dtype=np.float64) * valid[:, :, None]  # (B, K + 1, D)
+        rows = np.arange(stop - start)
+        to_p = (x @ x[:, 0, :, None])[:, :, 0]
+        far = np.argmin(np.where(valid & (np.arange(members.shape[1]) > 0), to_p, np.inf), axis=1)
+        c_p, c_o = x[:, 0].copy(), x[rows, far].copy()
+        other = np.zeros(valid.shape, dtype=bool)
+        for step in range(max(int(iterations), 1)):
+            previous = other
+            other = valid & ((x @ c_o[:, :, None])[:, :, 0] > (x @ c_p[:, :, None])[:, :, 0])
+            other[:, 0] = False
+            if step and np.array_equal(other, previous):
+                break  # a fixed point: the centres would not change any more
+            c_p = unit(((valid & ~other).astype(np.float64)[:, None, :] @ x)[:, 0])
+            c_o = unit((other.astype(np.float64)[:, None, :] @ x)[:, 0])
+        in_p = valid & ~other
+        gram = x @ x.transpose(0, 2, 1)
+        both = valid[:, :, None] & valid[:, None, :] & ~np.eye(members.shape[1], dtype=bool)[None]
+        same = both & (other[:, :, None] == other[:, None, :])
+        diff = both & (other[:, :, None] != other[:, None, :])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sep = (gram * same).sum(axis=(1, 2)) / same.sum(axis=(1, 2)) - (gram * diff).sum(axis=(1, 2)) / diff.sum(
+                axis=(1, 2)
+            )
+        ok = (in_p.sum(axis=1) >= min_members) & (other.sum(axis=1) >= min_members) & np.isfinite(sep)
+        idx = np.flatnonzero(ok) + start
+        centre_p[idx], centre_o[idx], separation[idx] = c_p[ok], c_o[ok], sep[ok]
+    return centre_p, centre_o, separation
+
+
+def _mode_evidence(
+    r: _RunArrays,
+    s: Settings,
+    searches: dict[str, _Search],
+    a: np.ndarray,
+    p: np.ndarray,
+    c: np.ndarray,
+    *,
+    block: int = 65536,
+) -> np.ndarray:
+    """(M,) ``other_mode`` = max(0, separation) · (c·μ_O - c·μ_P): the anchor's neighbourhood (its positive and
+    its ``mutual_k`` nearest items of the positive's modality, own positives left out) split into the positive's
+    mode P and another mode O (:func:`neighbourhood_modes`); positive when the neighbourhood has two separated
+    modes and c sits nearer the other one. NaN where c and p differ in modality or there are no two modes."""
+    k = int(s.mutual_k)
+    out = np.full(len(c), np.nan)
+    for mod, search in searches.items():
+        rows_mod = np.flatnonzero((r.modality[c] == mod) & (r.modality[p] == mod))
+        if not len(rows_mod):
+            continue
+        ap_keys = np.unique(_pair_keys(a[rows_mod], p[rows_mod], r.n_items))
+        ap = np.stack([ap_keys // r.n_items, ap_keys % r.n_items], axis=1)  # unique (anchor, positive), by key
+        nb_ap = np.full((len(ap), k), -1, dtype=np.int64)
+        if len(search.anchors):
+            row_of = np.clip(np.searchsorted(search.anchors, ap[:, 0]), 0, len(search.anchors) - 1)
+            found = np.flatnonzero(search.anchors[row_of] == ap[:, 0])
+            ranks = search.ranks[row_of[found]]
+            # column j of nb_ap is the anchor's (j+1)-th nearest item (ranks count the items kept)
+            i, col = np.nonzero((ranks >= 1) & (ranks <= k))
+            nb_ap[found[i], ranks[i, col] - 1] = search.neighbours[row_of[found[i]], col]
+        c_p, c_o, sep = neighbourhood_modes(r.emb, ap[:, 1], nb_ap)
+        which = np.searchsorted(ap_keys, _pair_keys(a[rows_mod], p[rows_mod], r.n_items))
+        for start in range(0, len(rows_mod), block):
+            rows, w = rows_mod[start : start + block], which[start : start + block]
+            ec = np.asarray(r.emb[c[rows]], dtype=np.float64)
+            gap = np.einsum("md,md->m", ec, c_o[w]) - np.einsum("md,md->m", ec, c_p[w])
+            out[rows] = np.maximum(sep[w], 0.0) * gap
+    return out
 
 
 def _anchor_vote_evidence(
@@ -906,6 +1058,7 @@ def evidence_terms(ev: Mapping[str, Any], source: np.ndarray) -> dict[str, np.nd
         "anchor_vote": np.nan_to_num(col("anchor_vote"), nan=0.0),
         "csls": z(col("csls")),
         "claimed": centred(col("claimed")),
+        "other_mode": z(col("other_mode")),
         "judge": z(col("judge_diff")),
     }
 
@@ -927,7 +1080,8 @@ def find_false_negatives(
 
     Gathers the candidates (listed, then mined), computes each piece of evidence (one function each:
     :func:`_similarity_evidence`, :func:`_rank_evidence`, :func:`anchor_side_similarity`,
-    :func:`_mutual_evidence`, :func:`_cluster_evidence`, :func:`_label_evidence`, :func:`_guide_evidence`),
+    :func:`_mutual_evidence`, :func:`_cluster_evidence`, :func:`_label_evidence`, :func:`_guide_evidence`, and
+    the one-to-many ones, :func:`_anchor_z_evidence` ... :func:`_mode_evidence`),
     adds their log-odds (:func:`_contributions`) and sorts.
 
     Parameters
@@ -991,6 +1145,7 @@ def find_false_negatives(
     ev["anchor_vote"] = _anchor_vote_evidence(r, s, searches, a, c)
     ev["csls"] = _csls_evidence(r, s, searches, a, c)
     ev["claimed"] = _claimed_evidence(r, a, c)
+    ev["other_mode"] = _mode_evidence(r, s, searches, a, p, c)
     for name in ("judge_candidate", "judge_positive", "judge_diff"):
         ev[name] = np.full(m, np.nan)
     report(0.85)

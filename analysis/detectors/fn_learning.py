@@ -3,8 +3,9 @@
 Features
     One column per evidence term of :func:`analysis.detectors.false_negatives.evidence_terms` (robust z-scores
     against the listed negatives, flags as 1/0, missing as 0), plus the robust z-scores of ``neg_sim`` and
-    ``pos_sim``. (The table's log-odds enter as the fixed offset of the fit, not as a feature: a free slope
-    on them overfitted the first few hundred decisions in the WordNet benchmark.)
+    ``pos_sim``, computed on the whole table and then taken at the decided rows (one z-score reference, the
+    listed negatives, for fitting and scoring). (The table's log-odds enter as the fixed offset of the fit, not
+    as a feature: a free slope on them overfitted the first few hundred decisions in the WordNet benchmark.)
 
 Fit
     The decided candidates are the examples: ``false_negative`` = 1, ``negative`` = 0 (``unsure`` and
@@ -32,10 +33,11 @@ import pandas as pd
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import StratifiedKFold
 
+from analysis.choices import FN_QUEUE_ORDERS
 from analysis.detectors.false_negatives import LISTED_SOURCES, evidence_terms, robust_z
 from analysis.errors import NegScopeError
 
-ORDERS = ("score", "uncertainty")
+ORDERS = FN_QUEUE_ORDERS
 LABELS = {"false_negative": 1, "negative": 0}
 MIN_PER_CLASS = 5
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -70,7 +72,8 @@ def features(table: pd.DataFrame) -> pd.DataFrame:
 class OffsetLogistic:
     """L2 logistic regression around an offset: :math:`P = \\sigma(o + b + x \\cdot w)`, minimising
     :math:`\\sum_i \\log(1 + e^{-s_i (o_i + b + x_i \\cdot w)}) + \\lVert w \\rVert^2 / (2C)` with
-    :math:`s_i = \\pm 1` (the bias is not penalised), by L-BFGS. With no evidence it stays at the offset.
+    :math:`s_i = \\pm 1` (the bias is not penalised), by Newton's method with backtracking. With no evidence
+    it stays at the offset.
 
     Attributes
     ----------
@@ -89,28 +92,40 @@ class OffsetLogistic:
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, offset: np.ndarray, *, C: float) -> OffsetLogistic:  # noqa: N803
         """Fit to (N, F) ``x``, (N,) 0/1 ``y`` and (N,) ``offset``."""
-        from scipy.optimize import minimize
-
         x = np.asarray(x, dtype=np.float64)
         sign = 2.0 * np.asarray(y, dtype=np.float64) - 1.0
         off = np.asarray(offset, dtype=np.float64)
+        design = np.column_stack([x, np.ones(len(x))])  # (N, F + 1): the bias is the last parameter
+        penalty = np.append(np.full(x.shape[1], 1.0 / float(C)), 0.0)
 
-        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-            w, b = theta[:-1], theta[-1]
-            margin = sign * (off + b + x @ w)
-            value = float(np.sum(np.logaddexp(0.0, -margin)) + w @ w / (2.0 * C))
-            g = -sign * 0.5 * (1.0 - np.tanh(0.5 * margin))  # d loss / d (o + b + x.w)
-            grad = np.append(x.T @ g + w / C, g.sum())
-            return value, grad
+        def loss(theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+            margin = sign * (off + design @ theta)
+            value = float(np.sum(np.logaddexp(0.0, -margin)) + 0.5 * theta @ (penalty * theta))
+            q = 0.5 * (1.0 - np.tanh(0.5 * margin))  # sigma(-margin)
+            grad = design.T @ (-sign * q) + penalty * theta
+            return value, grad, q * (1.0 - q)
 
-        res = minimize(
-            loss,
-            np.zeros(x.shape[1] + 1),
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": 5000, "gtol": 1e-10, "ftol": 1e-15},
-        )
-        return cls(coef=res.x[:-1].copy(), bias=float(res.x[-1]), C=float(C))
+        # Newton's method with backtracking: the objective is convex, a few dozen steps reach the optimum
+        theta = np.zeros(design.shape[1])
+        value, grad, curv = loss(theta)
+        for _ in range(200):
+            hess = design.T @ (design * curv[:, None]) + np.diag(penalty) + 1e-12 * np.eye(len(theta))
+            step = np.linalg.solve(hess, grad)
+            decrement = float(grad @ step)
+            if decrement < 1e-20:
+                break
+            t = 1.0
+            while t > 1e-12:
+                new_value, new_grad, new_curv = loss(theta - t * step)
+                if new_value <= value - 1e-4 * t * decrement:
+                    break
+                t *= 0.5
+            else:
+                break
+            theta, value, grad, curv = theta - t * step, new_value, new_grad, new_curv
+            if float(np.max(np.abs(grad))) < 1e-10 * max(len(x), 1):
+                break
+        return cls(coef=theta[:-1].copy(), bias=float(theta[-1]), C=float(C))
 
     def probability(self, x: np.ndarray, offset: np.ndarray) -> np.ndarray:
         """(N,) :math:`\\sigma(o + b + x \\cdot w)`."""
@@ -151,7 +166,11 @@ class LearnedWeights:
     model: OffsetLogistic
 
     def probability(self, table: pd.DataFrame) -> np.ndarray:
-        """(M,) learned probability that each row of ``table`` is a false negative."""
+        """(M,) learned probability that each row of ``table`` is a false negative.
+
+        Pass the whole table (as fitted), then select rows: the features' robust z-scores are taken against the
+        listed negatives of the table passed, so a subset would shift them.
+        """
         return self.model.probability(features(table).to_numpy(), table["logit"].to_numpy(np.float64))
 
     def weight_table(self) -> pd.DataFrame:
@@ -209,7 +228,9 @@ def fit_weights(table: pd.DataFrame, *, folds: int = 5, seed: int = 0) -> Learne
             f"learning needs at least {MIN_PER_CLASS} decided false negatives and {MIN_PER_CLASS} negatives; "
             f"there are {n_pos} and {n_neg}"
         )
-    x = features(table.iloc[rows]).to_numpy()
+    # the features of the whole table, then the decided rows: the robust z-scores keep the reference (all
+    # listed negatives) with which :meth:`LearnedWeights.probability` scores the queue
+    x = features(table).to_numpy()[rows]
     offset = table["logit"].to_numpy(np.float64)[rows]
     k = int(max(2, min(folds, n_pos, n_neg)))
     splits = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y))

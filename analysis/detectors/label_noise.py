@@ -138,6 +138,7 @@ def detect_label_noise(
     k: int = 10,
     n_folds: int = 5,
     duplicate_threshold: float = DEFAULT_THRESHOLD,
+    search: str = "auto",
     progress: Callable[[float], None] | None = None,
 ) -> LabelNoise:
     """Run the label-noise detectors.
@@ -155,6 +156,9 @@ def detect_label_noise(
         :func:`analysis.detectors.labels.label_issues`).
     duplicate_threshold : float
         Near duplicates: cosine at or above which two anchors are flagged.
+    search : {"auto", "exact", "ivf", "hnsw"}
+        The neighbour search of all three (their galleries and the run's shared graphs): 'auto' lets
+        :func:`analysis.search.rule.choose_kind` pick from the work, 'exact' forces exact search.
     progress : callable, optional
         Called with the fraction done.
     """
@@ -177,11 +181,13 @@ def detect_label_noise(
             report((i + f) / len(steps))
 
         if kind == "mismatched_pair":
-            results[kind] = mismatched_pairs(run, flag_rank=flag_rank, progress=sub)
+            results[kind] = mismatched_pairs(run, flag_rank=flag_rank, search=search, progress=sub)
         elif kind == "label":
-            results[kind] = label_issues(run, examine=examine, method=method, k=k, n_folds=n_folds, progress=sub)
+            results[kind] = label_issues(
+                run, examine=examine, method=method, k=k, n_folds=n_folds, search=search, progress=sub
+            )
         else:
-            results[kind] = near_duplicate_anchors(run, threshold=duplicate_threshold, progress=sub)
+            results[kind] = near_duplicate_anchors(run, threshold=duplicate_threshold, search=search, progress=sub)
     report(1.0)
     return LabelNoise(
         mismatch=results.get("mismatched_pair", pd.DataFrame(columns=list(MISMATCH_COLUMNS))),

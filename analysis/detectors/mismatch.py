@@ -31,9 +31,9 @@ import pandas as pd
 from analysis.runs.candidates import build_candidates
 from analysis.runs.folder import Run
 from analysis.search.exact import count_above, flat_index, knn
-from analysis.search.graph import run_graph, vector_graph
-from analysis.search.index import SearchIndex, build_index
-from analysis.search.rule import choose_kind, resolve_kind
+from analysis.search.graph import run_graph, run_index, vector_graph
+from analysis.search.index import SearchIndex
+from analysis.search.rule import resolve_kind
 
 # Added to every threshold so that float32 round-off between two ways of computing one dot product never
 # counts the positive above itself.
@@ -101,23 +101,34 @@ def _estimated_above(
     index: SearchIndex,
     *,
     seed: int = 0,
+    top: dict | None = None,
 ) -> np.ndarray:
     """(P,) gallery rows above each threshold, estimated: counted among the query's top ``RANK_TOP_K`` (from
     the approximate index, exact similarities) when the threshold lies within them, else scaled up from a
     uniform sample of ``RANK_SAMPLE`` gallery rows (relative standard error ``sqrt((1 - f) / (S f))`` for a
-    rank at fraction ``f`` of the gallery: 7% at the default flag cut of 5%)."""
+    rank at fraction ``f`` of the gallery: 7% at the default flag cut of 5%). The searched top, (P, RANK_TOP_K)
+    similarities and gallery rows, is left in ``top`` (keys ``sims``, ``rows``) when given."""
     m = gallery_vecs.shape[0]
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(m, size=min(RANK_SAMPLE, m), replace=False))
-    sampled = count_above(query_vecs, gallery_vecs[sample], thresholds, block_size=4096)
-    scaled = np.rint(sampled * (m / len(sample))).astype(np.int64)
+
+    def scaled(rows: np.ndarray) -> np.ndarray:
+        sampled = count_above(query_vecs[rows], gallery_vecs[sample], thresholds[rows], block_size=4096)
+        return np.rint(sampled * (m / len(sample))).astype(np.int64)
+
     if index.kind == "exact":
         # the approximate index was no faster than exact search on this data (see build_index): searching
         # every query's top would cost the whole exact work, so every rank comes from the sample
-        return scaled
-    sims, _ = index.search(query_vecs, min(RANK_TOP_K, m))
-    in_top = np.count_nonzero(sims > thresholds[:, None], axis=1)
-    return np.where(in_top < sims.shape[1], in_top, np.maximum(scaled, in_top))
+        return scaled(np.arange(len(query_vecs)))
+    sims, rows = index.search(query_vecs, min(RANK_TOP_K, m))
+    if top is not None:
+        top.update(sims=sims, rows=rows)
+    above = np.count_nonzero(sims > thresholds[:, None], axis=1)
+    # only the queries whose threshold lies beyond their searched top need the sample
+    beyond = np.flatnonzero(above >= sims.shape[1])
+    if len(beyond):
+        above[beyond] = np.maximum(scaled(beyond), above[beyond])
+    return above
 
 
 def _ranks(
@@ -131,13 +142,14 @@ def _ranks(
     progress: Callable[[float], None],
     index: SearchIndex | None = None,
     estimate: bool = False,
+    top: dict | None = None,
 ) -> np.ndarray:
     """(P,) 1-based rank of each pair's target item among ``gallery`` for its query vector, leaving out the
     pair's ``excluded`` couples (see :func:`_exclusions`): exact, or estimated (:func:`_estimated_above`)
-    when ``index`` is an approximate index over the gallery."""
+    when ``index`` is an approximate index over the gallery (its searched top then left in ``top``)."""
     thresholds = np.einsum("ij,ij->i", query_vecs, emb[targets]) + _EPS
     if index is not None and (estimate or index.kind != "exact"):
-        above = _estimated_above(query_vecs, thresholds, emb[gallery], index)
+        above = _estimated_above(query_vecs, thresholds, emb[gallery], index, top=top)
         progress(1.0)
     else:
         above = count_above(query_vecs, emb[gallery], thresholds, block_size=block_size, progress=progress)
@@ -148,7 +160,9 @@ def _ranks(
     return 1 + np.maximum(above, 0)
 
 
-def _prototypes(side: np.ndarray, other: np.ndarray, k: int, *, graph_rows: np.ndarray | None = None) -> np.ndarray:
+def _prototypes(
+    side: np.ndarray, other: np.ndarray, k: int, *, graph_rows: np.ndarray | None = None, kind: str = "auto"
+) -> np.ndarray:
     """(P, D) for each pair: the normalised mean of ``other`` over the ``k`` pairs nearest on ``side``.
 
     Parameters
@@ -159,35 +173,40 @@ def _prototypes(side: np.ndarray, other: np.ndarray, k: int, *, graph_rows: np.n
         Neighbouring pairs (the pair itself left out).
     graph_rows : numpy.ndarray, optional
         (P, >= k) the neighbouring pairs already known (from the run's shared graph when every pair has its
-        own item on ``side``); default: searched here, exactly or approximately as the rule picks.
+        own item on ``side``); default: searched here, exactly or approximately as ``kind`` says ('auto': the
+        rule picks from the work).
     """
     n = side.shape[0]
     k = max(1, min(int(k), n - 1))
     if graph_rows is not None:
         rows = graph_rows[:, :k]
-    elif choose_kind(n, n, side.shape[1]) == "exact":
+    elif resolve_kind(kind, n, n, side.shape[1]) == "exact":
         _, rows = knn(side, flat_index(side), k + 1)
         keep = rows != np.arange(n)[:, None]
         keep[keep.all(axis=1), -1] = False  # the pair itself hidden by ties: drop the farthest instead
         rows = rows[keep].reshape(n, k)
     else:
-        rows, _, _, _, _ = vector_graph(side, k)
+        rows, _, _, _, _ = vector_graph(side, k, kind=kind)
     # column by column: never a (P, k, D) temporary (1.5 GB at 100k pairs x 384 dims)
     proto = np.zeros((n, other.shape[1]), dtype=np.float32)
     for j in range(rows.shape[1]):
         col = rows[:, j]
         found = col >= 0
-        proto[found] += other[col[found]]
+        if found.all():
+            proto += other[col]
+        else:
+            proto[found] += other[col[found]]
     return (proto / np.maximum(np.linalg.norm(proto, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def _pair_graph(run: Run, side_items: np.ndarray, k: int) -> np.ndarray | None:
-    """(P, k) each pair's neighbouring pairs through the run's shared graph of its ``side_items``, when every
-    pair has its own item on that side (then nearest pairs = pairs of the nearest items); else None."""
+def _pair_graph(run: Run, side_items: np.ndarray, k: int, *, kind: str = "auto") -> np.ndarray | None:
+    """(P, k) each pair's neighbouring pairs through the run's shared graph of its ``side_items`` (searched as
+    ``kind`` says), when every pair has its own item on that side (then nearest pairs = pairs of the nearest
+    items); else None."""
     uniq, inv = np.unique(side_items, return_inverse=True)
     if len(uniq) != len(side_items):
         return None
-    graph = run_graph(run, uniq, k=max(k, 16))
+    graph = run_graph(run, uniq, k=max(k, 16), kind=kind)
     rows = graph.rows[:, :k]
     pair_of = np.empty(len(uniq), dtype=np.int64)
     pair_of[inv] = np.arange(len(side_items))
@@ -202,11 +221,18 @@ def _best_other(
     *,
     k: int,
     index: SearchIndex | None = None,
+    searched: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Best gallery item of each query that is not the query itself nor one of its excluded items."""
-    sims, rows = (
-        index.search(emb[query_items], k) if index is not None else knn(emb[query_items], flat_index(emb[gallery]), k)
-    )
+    """Best gallery item of each query that is not the query itself nor one of its excluded items (among its
+    ``k`` nearest: ``searched`` (similarities, gallery rows) when already known, else searched here)."""
+    if searched is not None and searched[1].shape[1] >= k:
+        sims, rows = searched[0][:, :k], searched[1][:, :k]
+    else:
+        sims, rows = (
+            index.search(emb[query_items], k)
+            if index is not None
+            else knn(emb[query_items], flat_index(emb[gallery]), k)
+        )
     best_id = np.full(len(query_items), -1, dtype=np.int64)
     best_sim = np.full(len(query_items), np.nan, dtype=np.float32)
     for i, q in enumerate(query_items):
@@ -307,18 +333,27 @@ def mismatched_pairs(
     # Exact ranks while the rule says the work (pairs x gallery x dims) is small; above it, an approximate
     # index over each gallery (recall measured on a sample) serves the top of each ranking and a gallery
     # sample estimates the rest.
-    idx_p = build_index(emb[gallery_p], kind=search, n_queries=n_pairs, start_depth=1)
-    idx_a = build_index(emb[gallery_a], kind=search, n_queries=n_pairs, start_depth=1)
+    # one index per gallery and run, shared with the run's neighbour graph of the same items (run_index)
+    idx_p = run_index(run, gallery_p, kind=search, n_queries=n_pairs)
+    idx_a = run_index(run, gallery_a, kind=search, n_queries=n_pairs)
     # above the rule's budget the ranks are estimated even where IVF fell back to an exact index
     estimate = resolve_kind(search, n_pairs, max(n_p, n_a), emb.shape[1]) != "exact"
     opts = {"block_size": block_size, "estimate": estimate}
-    rank_a2p = _ranks(a_vecs, positives, gallery_p, ex_a2p, emb, progress=step(0.0, 0.2), index=idx_p, **opts)
-    rank_p2a = _ranks(p_vecs, anchors, gallery_a, ex_p2a, emb, progress=step(0.2, 0.4), index=idx_a, **opts)
+    top_a: dict = {}  # each anchor's searched top on the positive side, reused for its best other candidate
+    top_p: dict = {}
+    rank_a2p = _ranks(
+        a_vecs, positives, gallery_p, ex_a2p, emb, progress=step(0.0, 0.2), index=idx_p, top=top_a, **opts
+    )
+    rank_p2a = _ranks(
+        p_vecs, anchors, gallery_a, ex_p2a, emb, progress=step(0.2, 0.4), index=idx_a, top=top_p, **opts
+    )
     if n_pairs > 1:
         k_nb = max(1, min(int(k_neighbors), n_pairs - 1))
-        proto_a = _prototypes(a_vecs, p_vecs, k_neighbors, graph_rows=_pair_graph(run, anchors, k_nb))
+        nb_a = _pair_graph(run, anchors, k_nb, kind=search)
+        proto_a = _prototypes(a_vecs, p_vecs, k_neighbors, graph_rows=nb_a, kind=search)
         nbr_rank_a = _ranks(proto_a, positives, gallery_p, ex_a2p, emb, progress=step(0.4, 0.6), index=idx_p, **opts)
-        proto_p = _prototypes(p_vecs, a_vecs, k_neighbors, graph_rows=_pair_graph(run, positives, k_nb))
+        nb_p = _pair_graph(run, positives, k_nb, kind=search)
+        proto_p = _prototypes(p_vecs, a_vecs, k_neighbors, graph_rows=nb_p, kind=search)
         nbr_rank_p = _ranks(proto_p, anchors, gallery_a, ex_p2a, emb, progress=step(0.6, 0.8), index=idx_a, **opts)
     else:  # a single pair has no neighbours to vote: no evidence either way
         nbr_rank_a = nbr_rank_p = np.ones(n_pairs, dtype=np.int64)
@@ -329,13 +364,17 @@ def mismatched_pairs(
     for a, p in set(zip(anchors.tolist(), positives.tolist(), strict=True)):
         pos_of_anchor.setdefault(a, set()).add(p)
         anc_of_positive.setdefault(p, set()).add(a)
-    uniq_a, inv_a = np.unique(anchors, return_inverse=True)
+    uniq_a, first_a, inv_a = np.unique(anchors, return_index=True, return_inverse=True)
     k_a = k_best + max(len(s) for s in pos_of_anchor.values())
-    best_id_u, best_sim_u = _best_other(emb, uniq_a, gallery_p, pos_of_anchor, k=k_a, index=idx_p)
+    found_a = (top_a["sims"][first_a], top_a["rows"][first_a]) if top_a else None
+    best_id_u, best_sim_u = _best_other(emb, uniq_a, gallery_p, pos_of_anchor, k=k_a, index=idx_p, searched=found_a)
     report(0.9)
-    uniq_p, inv_p = np.unique(positives, return_inverse=True)
+    uniq_p, first_p, inv_p = np.unique(positives, return_index=True, return_inverse=True)
     k_p = k_best + max(len(s) for s in anc_of_positive.values())
-    best_anchor_u, best_anchor_sim_u = _best_other(emb, uniq_p, gallery_a, anc_of_positive, k=k_p, index=idx_a)
+    found_p = (top_p["sims"][first_p], top_p["rows"][first_p]) if top_p else None
+    best_anchor_u, best_anchor_sim_u = _best_other(
+        emb, uniq_p, gallery_a, anc_of_positive, k=k_p, index=idx_a, searched=found_p
+    )
 
     mutual = np.sqrt(rank_a2p.astype(np.float64) * rank_p2a)
     nbr_mutual = np.sqrt(nbr_rank_a.astype(np.float64) * nbr_rank_p)

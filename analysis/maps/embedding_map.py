@@ -8,6 +8,13 @@ only when a UMAP map is asked for; numba's compiled code is cached on disk under
 ``workspace_dir() / "numba_cache"`` so that a new process does not compile again. Maps are cached in the run
 folder (``RUN/map_<method>_<key>.parquet``, ``key`` a hash of the parameters), so every page and CLI call
 after the first reads them back.
+
+Large runs: above ``MAX_UMAP_FIT`` items the layout (whose cost grows with the items times the epochs, on one
+core when seeded) is fitted on a seeded random sample of that many items, whose neighbours are searched among
+their neighbours' neighbours in the full graph (:func:`sample_graph`, no search over the sample), and every
+other item is placed at the similarity-weighted mean position of its nearest (up to ``PLACE_NEIGHBOURS``)
+already-placed neighbours in the full neighbour graph (the run's shared graph), repeated until all are placed
+(:func:`place_by_neighbours`); :func:`fit_note` says so, and the map's ``attrs["fit_sample"]`` holds the count.
 """
 
 from __future__ import annotations
@@ -41,6 +48,10 @@ ROLES = ("anchor", "positive", "negative", "other")
 KNN_TARGET_RECALL = 0.95
 #: Version of the map recipe; bump when a change would alter cached maps.
 _RECIPE = 5
+#: Items above which UMAP is fitted on a seeded sample of this many and the rest placed by their neighbours.
+MAX_UMAP_FIT = 50_000
+#: Placed neighbours whose positions are averaged for an item outside the fitted sample.
+PLACE_NEIGHBOURS = 5
 
 Progress = Callable[[float, str], None]
 
@@ -304,6 +315,7 @@ def umap_2d(
     knn_method: str = "auto",
     seed: int | None = 0,
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+    max_fit: int | None = MAX_UMAP_FIT,
     progress: Progress | None = None,
 ) -> np.ndarray:
     """UMAP of unit-norm rows, from a faiss neighbour graph handed to umap-learn.
@@ -319,6 +331,9 @@ def umap_2d(
     neighbours : tuple of numpy.ndarray, optional
         ``(rows, sims)``, (N, >= n_neighbors - 1) each row's nearest other rows and their similarities, already
         computed (the run's shared graph, :func:`analysis.search.graph.run_graph`); default: searched here.
+    max_fit : int, optional
+        Above this many rows, UMAP is fitted on a seeded random sample of ``max_fit`` rows and the others are
+        placed by :func:`place_by_neighbours` on the full neighbour graph; None: every row is fitted.
     progress : callable, optional
         ``progress(fraction, message)``; the neighbour graph is the first 30%, the layout epochs the rest.
 
@@ -333,6 +348,20 @@ def umap_2d(
         return pca_2d(vectors, seed=seed)
     k = int(min(n_neighbors, n - 1))
     report = progress or (lambda f, m: None)
+    if max_fit is not None and n > int(max_fit) >= 4:
+        return _umap_on_sample(
+            vectors,
+            n_neighbors=n_neighbors,
+            min_dist=min_dist,
+            n_epochs=n_epochs,
+            learning_rate=learning_rate,
+            init=init,
+            knn_method=knn_method,
+            seed=seed,
+            neighbours=neighbours,
+            max_fit=int(max_fit),
+            report=report,
+        )
     report(0.0, "finding neighbours (faiss)")
     if neighbours is not None and neighbours[0].shape[1] >= k - 1:
         rows, sims = neighbours[0][:, : k - 1], neighbours[1][:, : k - 1]
@@ -386,6 +415,169 @@ def umap_2d(
     if bad.any():
         coords[bad] = np.nanmean(coords[~bad], axis=0) if (~bad).any() else 0.0
     return coords
+
+
+def place_by_neighbours(
+    coords: np.ndarray,
+    placed: np.ndarray,
+    rows: np.ndarray,
+    sims: np.ndarray,
+    *,
+    per_item: int = PLACE_NEIGHBOURS,
+) -> np.ndarray:
+    """Give every unplaced item the weighted mean position of its nearest placed neighbours.
+
+    Rounds: each unplaced item with a placed neighbour gets the mean position of its first ``per_item`` placed
+    neighbours (in the graph's order, nearest first), weighted by their similarity (at least 1e-3); the items
+    placed in a round count from the next round on (so the result does not depend on an item order). Items
+    with no placed neighbour after all rounds go to the placed items' mean.
+
+    Parameters
+    ----------
+    coords : numpy.ndarray
+        (N, 2) float positions; rows of unplaced items are ignored.
+    placed : numpy.ndarray
+        (N,) bool, True for the items whose position is known (for example the fitted sample).
+    rows, sims : numpy.ndarray
+        (N, k) each item's neighbour rows (-1: none) and similarities, nearest first.
+    per_item : int
+        Placed neighbours averaged per item.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, 2) float32 positions of every item.
+    """
+    out = np.asarray(coords, dtype=np.float64).copy()
+    done = np.asarray(placed, dtype=bool).copy()
+    rows = np.asarray(rows, dtype=np.int64)
+    sims = np.asarray(sims, dtype=np.float64)
+    if not done.any():
+        raise NegScopeError("no placed item to place the others by")
+    while not done.all():
+        todo = np.flatnonzero(~done)
+        r = rows[todo]
+        ok = (r >= 0) & done[np.maximum(r, 0)]
+        # the first ``per_item`` placed neighbours of each row
+        ok &= np.cumsum(ok, axis=1) <= per_item
+        w = np.where(ok, np.maximum(sims[todo], 1e-3), 0.0)
+        total = w.sum(axis=1)
+        got = total > 0
+        if not got.any():
+            break
+        pos = np.einsum("ik,ikd->id", w[got], out[np.maximum(r[got], 0)]) / total[got, None]
+        out[todo[got]] = pos
+        done[todo[got]] = True
+    if not done.all():
+        out[~done] = out[done].mean(axis=0)
+    return out.astype(np.float32)
+
+
+def sample_graph(
+    vectors: np.ndarray,
+    rows: np.ndarray,
+    fit: np.ndarray,
+    k: int,
+    *,
+    pairs_per_block: int = 262_144,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each sampled item's ``k`` nearest other sampled items, searched among its neighbours' neighbours.
+
+    In a neighbour graph of all N items, the nearest sampled items of a sampled item are (on clustered
+    embeddings) almost always among its neighbours and their neighbours, so those candidates that are in the
+    sample are scored exactly (inner product) and the best ``k`` kept: no search over the sample.
+
+    Parameters
+    ----------
+    vectors : numpy.ndarray
+        (N, D) float32 unit rows.
+    rows : numpy.ndarray
+        (N, K) the full graph's neighbour rows (-1: none).
+    fit : numpy.ndarray
+        (S,) sorted rows of the sample.
+    k : int
+        Neighbours kept per sampled item.
+    pairs_per_block : int
+        Candidate pairs scored at once (bounds the gathered rows' memory).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        (S, k) int64 positions in ``fit`` (-1 where fewer candidates were found) and (S, k) float32
+        similarities, nearest first.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    n, s = rows.shape[0], len(fit)
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[fit] = np.arange(s)
+    hop1 = rows[fit]
+    hop2 = rows[np.maximum(hop1, 0)].reshape(s, -1)
+    hop2[np.repeat(hop1 < 0, rows.shape[1], axis=1)] = -1
+    cand = np.concatenate([hop1, hop2], axis=1)
+    cand = np.where(cand >= 0, pos[np.maximum(cand, 0)], -1)
+    cand[cand == np.arange(s)[:, None]] = -1
+    cand = -np.sort(-cand, axis=1)  # each row descending, duplicates side by side, -1 last
+    cand[:, 1:][cand[:, 1:] == cand[:, :-1]] = -1
+    sims = np.full(cand.shape, -np.inf, dtype=np.float32)
+    r, c = np.nonzero(cand >= 0)
+    sample = np.ascontiguousarray(vectors[fit], dtype=np.float32)
+    for start in range(0, len(r), pairs_per_block):
+        rr, cc = r[start : start + pairs_per_block], c[start : start + pairs_per_block]
+        sims[rr, cc] = np.einsum("ij,ij->i", sample[rr], sample[cand[rr, cc]])
+    k = int(min(k, cand.shape[1]))
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    out_sims = np.take_along_axis(sims, top, axis=1)
+    out_rows = np.where(np.isfinite(out_sims), np.take_along_axis(cand, top, axis=1), -1)
+    return out_rows, np.where(np.isfinite(out_sims), out_sims, 0.0).astype(np.float32)
+
+
+def fit_note(n_fit: int, n: int) -> str:
+    """One sentence for people saying the map was fitted on a sample (empty when it was not)."""
+    if n_fit >= n:
+        return ""
+    return (
+        f"UMAP fitted on a seeded random {n_fit:,} of the {n:,} items; every other item is placed at the "
+        f"similarity-weighted mean position of its nearest placed neighbours (up to {PLACE_NEIGHBOURS})."
+    )
+
+
+def _umap_on_sample(
+    vectors: np.ndarray,
+    *,
+    max_fit: int,
+    neighbours: tuple[np.ndarray, np.ndarray] | None,
+    seed: int | None,
+    knn_method: str,
+    report: Progress,
+    **options: Any,
+) -> np.ndarray:
+    """:func:`umap_2d` of a seeded sample of ``max_fit`` rows, the rest placed by :func:`place_by_neighbours`."""
+    n = vectors.shape[0]
+    k = int(min(options["n_neighbors"], n - 1))
+    if neighbours is None or neighbours[0].shape[1] < min(PLACE_NEIGHBOURS, k - 1):
+        ids, dists, _ = umap_knn(
+            vectors, k, method=knn_method, seed=seed or 0, progress=lambda f: report(0.2 * f, "finding neighbours (faiss)")
+        )
+        neighbours = (ids[:, 1:], (1.0 - 0.5 * dists[:, 1:].astype(np.float64) ** 2).astype(np.float32))
+    fit = np.sort(np.random.default_rng(seed).choice(n, size=max_fit, replace=False))
+    report(0.2, f"finding neighbours among the sample's neighbours' neighbours ({max_fit:,} items)")
+    fit_neighbours = sample_graph(vectors, neighbours[0], fit, k - 1)
+    coords = np.zeros((n, 2), dtype=np.float32)
+    coords[fit] = umap_2d(
+        vectors[fit],
+        knn_method=knn_method,
+        seed=seed,
+        max_fit=None,
+        neighbours=fit_neighbours,
+        progress=lambda f, m: report(0.2 + 0.75 * f, f"{m} ({max_fit:,} of {n:,} items)"),
+        **options,
+    )
+    report(0.95, "placing the other items by their neighbours")
+    placed = np.zeros(n, dtype=bool)
+    placed[fit] = True
+    out = place_by_neighbours(coords, placed, neighbours[0], neighbours[1])
+    report(1.0, "done")
+    return out
 
 
 class _EpochReporter:
@@ -493,7 +685,10 @@ def _fingerprint(embeddings: np.ndarray) -> str:
 
 def map_cache_path(run: Run, params: MapParams) -> Path:
     """Where the map of ``run`` with ``params`` is cached: ``RUN/map_<method>_<key>.parquet``."""
-    key = hashlib.sha256(f"{params.key()}|{_fingerprint(run.embeddings)}".encode()).hexdigest()[:12]
+    text = f"{params.key()}|{_fingerprint(run.embeddings)}"
+    if params.method == "umap" and len(run.items) > MAX_UMAP_FIT:
+        text += f"|fit{MAX_UMAP_FIT}-place{PLACE_NEIGHBOURS}"  # a large run's map is fitted on a sample
+    key = hashlib.sha256(text.encode()).hexdigest()[:12]
     return run.path / f"map_{params.method}_{key}.parquet"
 
 
@@ -564,7 +759,7 @@ def compute_map(
     if use_cache:
         table = _read_cached(path, n)
         if table is not None:
-            table.attrs.update(cached=True, params=asdict(params))
+            table.attrs.update(cached=True, params=asdict(params), fit_sample=fit_sample(n, params))
             return table
     if params.method == "pca":
         coords = pca_2d(run.embeddings, seed=params.seed)
@@ -591,8 +786,13 @@ def compute_map(
     table = pd.DataFrame({"item_id": np.arange(n, dtype=np.int64), "x": coords[:, 0], "y": coords[:, 1]})
     if use_cache:
         _write_cached(path, table)
-    table.attrs.update(cached=False, params=asdict(params))
+    table.attrs.update(cached=False, params=asdict(params), fit_sample=fit_sample(n, params))
     return table
+
+
+def fit_sample(n: int, params: MapParams) -> int:
+    """How many of ``n`` items the map with ``params`` is fitted on (``n`` but for a large run's UMAP)."""
+    return min(n, MAX_UMAP_FIT) if params.method == "umap" else n
 
 
 # --------------------------------------------------------------------------------------------- colours

@@ -23,6 +23,17 @@ the mean InfoNCE loss over each pair's candidates at the learned tau. ``lambda =
 ``lambda = 1`` moves the (pre-normalisation) centroids onto each other, and ``lambda_close`` (found by a bounded
 1-D search) makes the re-normalised centroids coincide. "Project out" removes the gap direction from every
 embedding instead (``x - (x·u) u``, re-normalised) and recomputes the score distributions.
+
+Large runs
+----------
+The metrics use every item (summed block by block, never a float64 copy of the whole matrix), except
+separability (a balanced sample of at most 2,000 per group). The shift experiment costs an exact search per
+lambda, so :func:`shift_experiment` and :func:`gap_report` can run it on seeded samples, and say so
+(:class:`ShiftSample`): the closing lambda and each lambda's centroid distance on at most ``max_items`` items
+(half from each group), recall@1, loss and candidate accuracy on at most ``max_pairs`` pairs, whose positives
+and listed negatives are then the search gallery (a smaller gallery than the whole positive side, so recall@1 is
+that of the sample's retrieval task). A 95% interval of a share measured on ``n`` pairs is at most
+``+-1.96 sqrt(0.25 / n)`` (+-0.022 at 2,048 pairs).
 """
 
 from __future__ import annotations
@@ -39,6 +50,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from threadpoolctl import threadpool_limits
 
 from analysis.choices import GAP_LAMBDAS as DEFAULT_LAMBDAS
+from analysis.choices import GAP_MAX_SHIFT_ITEMS as MAX_SHIFT_ITEMS
+from analysis.choices import GAP_MAX_SHIFT_PAIRS as MAX_SHIFT_PAIRS
 from analysis.errors import NegScopeError
 from analysis.metrics.temperature import learned_or_default_tau, sweep
 from analysis.runs.candidates import build_candidates
@@ -46,6 +59,8 @@ from analysis.runs.folder import Run
 from analysis.search.exact import knn
 
 MIN_PER_GROUP = 10
+#: Rows re-normalised at a time when summing over every item (bounds the float64 working copy).
+_CHUNK = 32768
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -169,6 +184,49 @@ def separability(
     return float(scores.mean()), float(scores.std())
 
 
+def _group_sums(embeddings: np.ndarray, ids: np.ndarray, direction: np.ndarray | None = None) -> dict[str, object]:
+    """Sums over the re-normalised rows ``ids`` of ``embeddings``, block by block, without a float64 copy.
+
+    Each row ``x`` counts as ``w x`` with ``w = 1 / |x|`` (float64). The rows of a run are already unit, so
+    ``sum(w x) = sum(x) + sum((w - 1) x)``: the first sum in float64 (numpy's pairwise summation of the float32
+    rows), the second a float32 matrix-vector product of tiny numbers, whose rounding is far below the digits
+    that matter.
+
+    Returns
+    -------
+    dict
+        ``n``; ``sum`` (D,) of the rows; ``sq``: sum of their squared norms; with ``direction`` (D,), unit,
+        also ``along``: sum of the rows' squared projections on it.
+    """
+    d = embeddings.shape[1]
+    total, sq, along = np.zeros(d), 0.0, 0.0
+    u64 = None if direction is None else np.asarray(direction, dtype=np.float64)
+    u32 = None if u64 is None else u64.astype(np.float32)
+    for start in range(0, len(ids), _CHUNK):
+        x = np.asarray(embeddings[ids[start : start + _CHUNK]])
+        norms2 = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+        w = 1.0 / np.maximum(np.sqrt(norms2), 1e-12)
+        sq += float(np.sum(norms2 * w * w))
+        if x.dtype == np.float32 and (not len(w) or np.abs(w - 1.0).max() < 1e-3):
+            # unit float32 rows (a run's): no float64 copy
+            x = np.ascontiguousarray(x)
+            total += x.sum(axis=0, dtype=np.float64) + (x.T @ (w - 1.0).astype(np.float32)).astype(np.float64)
+            if u32 is not None:
+                along += float(np.sum(((x @ u32).astype(np.float64) * w) ** 2))
+        else:
+            x64 = np.asarray(x, dtype=np.float64) * w[:, None]
+            total += x64.sum(axis=0)
+            if u64 is not None:
+                along += float(np.sum((x64 @ u64) ** 2))
+    return {"n": len(ids), "sum": total, "sq": sq, "along": along}
+
+
+def gap_vector(embeddings: np.ndarray, groups: Groups) -> np.ndarray:
+    """(D,) float64 ``mean(A) - mean(B)`` of the re-normalised rows (block by block)."""
+    a, b = _group_sums(embeddings, groups.a_ids), _group_sums(embeddings, groups.b_ids)
+    return a["sum"] / max(a["n"], 1) - b["sum"] / max(b["n"], 1)
+
+
 @dataclass(frozen=True)
 class GapMetrics:
     """Gap metrics of one embedding matrix (see the module docstring).
@@ -217,31 +275,51 @@ def gap_metrics(
     folds, max_per_group, seed
         Options of :func:`separability`.
     """
-    emb = _unit(embeddings)
-    xa, xb = emb[groups.a_ids], emb[groups.b_ids]
+    n_a, n_b = len(groups.a_ids), len(groups.b_ids)
     messages = []
-    if len(xa) == 0 or len(xb) == 0:
-        raise NegScopeError(f"the run has no {groups.names[0] if len(xa) == 0 else groups.names[1]} items")
-    ca, cb = xa.mean(axis=0), xb.mean(axis=0)
+    if n_a == 0 or n_b == 0:
+        raise NegScopeError(f"the run has no {groups.names[0] if n_a == 0 else groups.names[1]} items")
+    sa, sb = _group_sums(embeddings, groups.a_ids), _group_sums(embeddings, groups.b_ids)
+    ca, cb = sa["sum"] / n_a, sb["sum"] / n_b
     gap = ca - cb
     denom = np.linalg.norm(ca) * np.linalg.norm(cb)
-    sep, sep_std = separability(xa, xb, folds=folds, max_per_group=max_per_group, seed=seed)
+    # separability on a balanced sample: only the sampled rows are gathered (and re-normalised)
+    n_sep = min(n_a, n_b, max_per_group)
+    rng = np.random.default_rng(seed)
+    pick_a = groups.a_ids[np.sort(rng.choice(n_a, size=n_sep, replace=False))]
+    pick_b = groups.b_ids[np.sort(rng.choice(n_b, size=n_sep, replace=False))]
+    sep, sep_std = separability(
+        _unit(embeddings[pick_a]), _unit(embeddings[pick_b]), folds=folds, max_per_group=max_per_group, seed=seed
+    )
     if np.isnan(sep):
         messages.append(
             f"separability needs at least {max(MIN_PER_GROUP, folds)} items in each group "
-            f"({groups.names[0]}: {len(xa)}, {groups.names[1]}: {len(xb)})."
+            f"({groups.names[0]}: {n_a}, {groups.names[1]}: {n_b})."
         )
-    pooled = np.vstack([xa, xb])
+
+    def cone(sums: dict) -> float:
+        n, total = sums["n"], sums["sum"]
+        return float((total @ total - sums["sq"]) / (n * (n - 1))) if n >= 2 else float("nan")
+
+    share = float("nan")
+    if np.linalg.norm(gap) > 0:
+        # variance along u of the pooled rows: E[(x.u)^2] - (E[x].u)^2, over E||x||^2 - ||E[x]||^2
+        u = gap / np.linalg.norm(gap)
+        along = _group_sums(embeddings, groups.a_ids, u)["along"] + _group_sums(embeddings, groups.b_ids, u)["along"]
+        n = n_a + n_b
+        mean = (sa["sum"] + sb["sum"]) / n
+        total = (sa["sq"] + sb["sq"]) / n - float(mean @ mean)
+        share = float((along / n - float(mean @ u) ** 2) / total) if total > 0 else float("nan")
     return GapMetrics(
         gap_vector=gap,
         centroid_distance=float(np.linalg.norm(gap)),
         centroid_cosine=float(ca @ cb / denom) if denom > 0 else float("nan"),
-        mean_cosine={groups.names[0]: mean_pairwise_cosine(xa), groups.names[1]: mean_pairwise_cosine(xb)},
-        gap_variance_share=variance_share_along(pooled, gap) if np.linalg.norm(gap) > 0 else float("nan"),
+        mean_cosine={groups.names[0]: cone(sa), groups.names[1]: cone(sb)},
+        gap_variance_share=share,
         separability=sep,
         separability_std=sep_std,
-        n_a=len(xa),
-        n_b=len(xb),
+        n_a=n_a,
+        n_b=n_b,
         messages=messages,
     )
 
@@ -264,10 +342,40 @@ def shift_embeddings(embeddings: np.ndarray, groups: Groups, gap_vector: np.ndar
     return _unit(out).astype(np.float32)
 
 
+class _ShiftedCentroids:
+    """The groups' centroids after :func:`shift_embeddings`, without shifting (or copying) every row per lambda.
+
+    A row ``x`` moved by ``-h`` (group A; ``+h`` for B) and re-normalised is ``(x - h) / r`` with
+    ``r^2 = |x|^2 - 2 x.h + |h|^2``, so a group's mean is ``(X^T w - h sum(w)) / n`` with ``w = 1 / r``. The
+    weights hardly vary, so ``X^T w = mean(w) X^T 1 + X^T (w - mean(w))``: the first term from the float64 row
+    sum (computed once), the second a float32 matrix-vector product of small numbers (its rounding is far below
+    the float64 result's last digits that matter); no float64 copy of the rows is made.
+    """
+
+    def __init__(self, embeddings: np.ndarray, groups: Groups, gap_vector: np.ndarray) -> None:
+        self.gap = np.asarray(gap_vector, dtype=np.float64)
+        self.rows = [np.ascontiguousarray(embeddings[ids], dtype=np.float32) for ids in (groups.a_ids, groups.b_ids)]
+        self.sums = [x.sum(axis=0, dtype=np.float64) for x in self.rows]
+        self.sq = [np.einsum("ij,ij->i", x, x, dtype=np.float64) for x in self.rows]
+        self.dot = [(x @ self.gap.astype(np.float32)).astype(np.float64) for x in self.rows]
+
+    def distance(self, lam: float) -> float:
+        """``||mean(A') - mean(B')||`` after shifting by ``lam``."""
+        h = 0.5 * float(lam) * self.gap
+        hh = float(h @ h)
+        means = []
+        for sign, x, total, sq, dot in zip((-1.0, 1.0), self.rows, self.sums, self.sq, self.dot, strict=True):
+            n = max(len(x), 1)
+            w = 1.0 / np.maximum(np.sqrt(np.maximum(sq + sign * float(lam) * dot + hh, 0.0)), 1e-12)
+            mean_w = float(w.mean()) if len(w) else 0.0
+            xtw = mean_w * total + (x.T @ (w - mean_w).astype(np.float32)).astype(np.float64)
+            means.append((xtw + sign * h * w.sum()) / n)
+        return float(np.linalg.norm(means[0] - means[1]))
+
+
 def centroid_distance_after_shift(embeddings: np.ndarray, groups: Groups, gap_vector: np.ndarray, lam: float) -> float:
     """``||mean(A') - mean(B')||`` after :func:`shift_embeddings` with ``lam``."""
-    shifted = shift_embeddings(embeddings, groups, gap_vector, lam).astype(np.float64)
-    return float(np.linalg.norm(shifted[groups.a_ids].mean(axis=0) - shifted[groups.b_ids].mean(axis=0)))
+    return _ShiftedCentroids(embeddings, groups, gap_vector).distance(lam)
 
 
 def closing_lambda(
@@ -306,8 +414,9 @@ def closing_lambda(
         b = rng.choice(groups.b_ids, size=min(len(groups.b_ids), max_items // 2), replace=False)
         embeddings = np.asarray(embeddings)[np.concatenate([a, b])]
         groups = replace(groups, a_ids=np.arange(len(a)), b_ids=len(a) + np.arange(len(b)))
+    centroids = _ShiftedCentroids(embeddings, groups, gap_vector)
     res = minimize_scalar(
-        lambda lam: centroid_distance_after_shift(embeddings, groups, gap_vector, lam),
+        centroids.distance,
         bounds=(0.0, upper),
         method="bounded",
         options={"xatol": 1e-5},
@@ -382,6 +491,128 @@ def shift_row(run: Run, groups: Groups, gap_vector: np.ndarray, lam: float, *, t
     return {"centroid_distance": dist, **shift_point(run, shifted, tau=tau)}
 
 
+@dataclass(frozen=True)
+class ShiftSample:
+    """What the shift experiment ran on (every pair and item, or seeded samples of them).
+
+    Attributes
+    ----------
+    pairs, pairs_total : int
+        Pairs whose recall@1, loss and candidate accuracy were measured, of all the run's pairs.
+    items, items_total : int
+        Items (of both groups) the closing lambda and the centroid distances were computed on, of all.
+    seed : int
+        Seed of the samples.
+    """
+
+    pairs: int
+    pairs_total: int
+    items: int
+    items_total: int
+    seed: int = 0
+
+    @property
+    def sampled(self) -> bool:
+        """True when either part ran on a sample."""
+        return self.pairs < self.pairs_total or self.items < self.items_total
+
+    def note(self) -> str:
+        """One sentence for people (empty when nothing was sampled)."""
+        parts = []
+        if self.pairs < self.pairs_total:
+            parts.append(
+                f"recall@1, loss and candidate accuracy on {self.pairs:,} of {self.pairs_total:,} pairs, whose "
+                "positives and listed negatives are the search gallery (95% interval of a share at most "
+                f"+-{1.96 * np.sqrt(0.25 / max(self.pairs, 1)):.3f})"
+            )
+        if self.items < self.items_total:
+            parts.append(f"the closing lambda and the centroid distances on {self.items:,} of {self.items_total:,} items")
+        if not parts:
+            return ""
+        return f"Shift experiment on seeded random samples (seed {self.seed}): " + "; ".join(parts) + "."
+
+    def to_json(self) -> dict:
+        """A JSON-serialisable dict with the note."""
+        return {
+            "pairs": self.pairs,
+            "pairs_total": self.pairs_total,
+            "items": self.items,
+            "items_total": self.items_total,
+            "seed": self.seed,
+            "note": self.note(),
+        }
+
+
+def pair_sample(run: Run, max_pairs: int | None, *, seed: int = 0) -> tuple[Run, np.ndarray]:
+    """A compact run of a seeded random ``max_pairs`` of the pairs (and their negatives): only their items.
+
+    Parameters
+    ----------
+    run : Run
+        The run.
+    max_pairs : int or None
+        Pairs kept at most (None: all; then ``run`` itself is returned).
+    seed : int
+        Seed of the sample.
+
+    Returns
+    -------
+    (Run, numpy.ndarray)
+        The compact run (items renumbered ``0..n-1``, embeddings their rows, pair ids kept) and (n,) the
+        original item id of each of its items.
+    """
+    if max_pairs is None or len(run.pairs) <= int(max_pairs):
+        return run, np.arange(len(run.items))
+    rows = np.sort(np.random.default_rng(seed).choice(len(run.pairs), size=int(max_pairs), replace=False))
+    pairs = run.pairs.iloc[rows].reset_index(drop=True)
+    negatives = run.negatives[run.negatives["pair_id"].isin(pairs["pair_id"].to_numpy())].reset_index(drop=True)
+    keep = np.unique(
+        np.concatenate(
+            [
+                pairs["anchor_id"].to_numpy(np.int64),
+                pairs["positive_id"].to_numpy(np.int64),
+                negatives["negative_id"].to_numpy(np.int64),
+            ]
+        )
+    )
+    new_id = np.full(len(run.items), -1, dtype=np.int64)
+    new_id[keep] = np.arange(len(keep))
+    items = run.items.iloc[keep].reset_index(drop=True)
+    items["item_id"] = np.arange(len(keep))
+    pairs = pairs.assign(
+        anchor_id=new_id[pairs["anchor_id"].to_numpy(np.int64)], positive_id=new_id[pairs["positive_id"].to_numpy(np.int64)]
+    )
+    negatives = negatives.assign(negative_id=new_id[negatives["negative_id"].to_numpy(np.int64)])
+    compact = replace(
+        run,
+        items=items,
+        embeddings=np.ascontiguousarray(run.embeddings[keep]),
+        pairs=pairs,
+        negatives=negatives,
+        _cache={},
+    )
+    return compact, keep
+
+
+def _restrict(groups: Groups, item_ids: np.ndarray) -> Groups:
+    """``groups`` on a subset of the items, renumbered as their positions in ``item_ids``."""
+    return replace(
+        groups,
+        a_ids=np.flatnonzero(np.isin(item_ids, groups.a_ids)),
+        b_ids=np.flatnonzero(np.isin(item_ids, groups.b_ids)),
+    )
+
+
+def _item_sample(groups: Groups, max_items: int | None, seed: int) -> np.ndarray:
+    """Sorted item ids: every item of both groups, or (above ``max_items``) a seeded ``max_items // 2`` of each."""
+    if max_items is None or len(groups.a_ids) + len(groups.b_ids) <= int(max_items):
+        return np.sort(np.concatenate([groups.a_ids, groups.b_ids]))
+    rng = np.random.default_rng(seed)
+    a = rng.choice(groups.a_ids, size=min(len(groups.a_ids), int(max_items) // 2), replace=False)
+    b = rng.choice(groups.b_ids, size=min(len(groups.b_ids), int(max_items) // 2), replace=False)
+    return np.sort(np.concatenate([a, b]))
+
+
 def shift_experiment(
     run: Run,
     *,
@@ -389,9 +620,41 @@ def shift_experiment(
     lambdas: tuple[float, ...] | list[float] = DEFAULT_LAMBDAS,
     groups: Groups | None = None,
     include_closing: bool = True,
+    max_pairs: int | None = None,
+    max_items: int | None = None,
+    seed: int = 0,
+    sample_info: dict | None = None,
+    gap: np.ndarray | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> pd.DataFrame:
-    """The shift experiment over ``lambdas`` (plus ``lambda_close``).
+    """The shift experiment over ``lambdas`` (plus ``lambda_close``), on every pair or on seeded samples.
+
+    Parameters
+    ----------
+    run : Run
+        The run.
+    tau : float
+        Temperature of the loss.
+    lambdas : sequence of float
+        Shift sizes.
+    groups : Groups, optional
+        Default :func:`modality_groups`.
+    include_closing : bool
+        Add the lambda that closes the gap (:func:`closing_lambda`).
+    max_pairs : int, optional
+        Recall@1, loss and candidate accuracy on a seeded random sample of at most this many pairs, whose
+        positives and listed negatives are the gallery (:func:`pair_sample`); None: every pair.
+    max_items : int, optional
+        The closing lambda and the centroid distances on a seeded random sample of at most this many items
+        (half from each group); None: every item. The gap vector always uses every item.
+    seed : int
+        Seed of both samples.
+    sample_info : dict, optional
+        Filled with ``sample``: the :class:`ShiftSample` of this run.
+    gap : numpy.ndarray, optional
+        (D,) the gap vector when already known (:func:`gap_vector`).
+    progress : callable, optional
+        Called with the fraction done.
 
     Returns
     -------
@@ -404,14 +667,32 @@ def shift_experiment(
         raise NegScopeError(f"tau must be a positive number, got {tau}")
     groups = modality_groups(run) if groups is None else groups
     emb = run.embeddings
-    gap = _unit(emb)[groups.a_ids].mean(axis=0) - _unit(emb)[groups.b_ids].mean(axis=0)
+    gap = gap_vector(emb, groups) if gap is None else np.asarray(gap, dtype=np.float64)
+    items = _item_sample(groups, max_items, seed)
+    item_groups = _restrict(groups, items)
+    item_emb = np.asarray(emb[items])
     values = sorted({float(x) for x in lambdas})
-    closing = closing_lambda(emb, groups, gap) if include_closing else None
+    centroids = _ShiftedCentroids(item_emb, item_groups, gap)
+    closing = closing_lambda(item_emb, item_groups, gap) if include_closing else None
     if closing is not None:
         values = sorted({*values, closing})
+    sub, sub_items = pair_sample(run, max_pairs, seed=seed)
+    sub_groups = groups if sub is run else _restrict(groups, sub_items)
+    if sample_info is not None:
+        sample_info["sample"] = ShiftSample(
+            pairs=len(sub.pairs),
+            pairs_total=len(run.pairs),
+            items=len(items),
+            items_total=len(groups.a_ids) + len(groups.b_ids),
+            seed=seed,
+        )
     rows = []
     for i, lam in enumerate(values):
-        row = shift_row(run, groups, gap, lam, tau=tau)
+        shifted = shift_embeddings(sub.embeddings, sub_groups, gap, lam)
+        row = {
+            "centroid_distance": centroids.distance(lam),
+            **shift_point(sub, shifted, tau=tau),
+        }
         rows.append({"lambda": lam, "closes_gap": closing is not None and lam == closing, **row})
         if progress is not None:
             progress((i + 1) / len(values))
@@ -550,6 +831,7 @@ class GapReport:
     tau: float
     tau_is_learned: bool
     shift: pd.DataFrame
+    sample: ShiftSample | None = None
 
     def to_json(self) -> dict:
         """A JSON-serialisable dict (NaN written as None)."""
@@ -586,6 +868,7 @@ class GapReport:
                 for _, r in self.shift.iterrows()
             ],
             "messages": list(m.messages),
+            "shift_sample": None if self.sample is None else self.sample.to_json(),
         }
 
 
@@ -594,9 +877,15 @@ def gap_report(
     *,
     tau: float | None = None,
     lambdas: tuple[float, ...] | list[float] = DEFAULT_LAMBDAS,
+    max_pairs: int | None = MAX_SHIFT_PAIRS,
+    max_items: int | None = MAX_SHIFT_ITEMS,
+    seed: int = 0,
     progress: Callable[[float], None] | None = None,
 ) -> GapReport:
     """Groups, metrics and the shift experiment of a run (tau: the learned one, else 0.07).
+
+    ``max_pairs``, ``max_items`` and ``seed``: the shift experiment's samples on a large run (see
+    :func:`shift_experiment`; None: every pair / item); ``GapReport.sample`` says what it ran on.
 
     Raises
     ------
@@ -612,7 +901,24 @@ def gap_report(
     use_tau = float(tau) if tau is not None else learned
     groups = modality_groups(run)
     metrics = gap_metrics(run.embeddings, groups)
-    table = shift_experiment(run, tau=use_tau, lambdas=lambdas, groups=groups, progress=progress)
+    found: dict = {}
+    table = shift_experiment(
+        run,
+        tau=use_tau,
+        lambdas=lambdas,
+        groups=groups,
+        max_pairs=max_pairs,
+        max_items=max_items,
+        seed=seed,
+        sample_info=found,
+        gap=metrics.gap_vector,
+        progress=progress,
+    )
     return GapReport(
-        groups=groups, metrics=metrics, tau=use_tau, tau_is_learned=is_learned and tau is None, shift=table
+        groups=groups,
+        metrics=metrics,
+        tau=use_tau,
+        tau_is_learned=is_learned and tau is None,
+        shift=table,
+        sample=found.get("sample"),
     )

@@ -61,8 +61,12 @@ def directional_ranks(
         is small, else counted in an approximate top with exact re-scoring and estimated beyond it
         (:func:`analysis.search.ranks.estimated_target_ranks`).
     info : dict, optional
-        Filled with ``rank_kind`` ('exact' or 'estimated'), ``search`` (description) and ``recall`` (the
-        lowest measured recall@10 of an approximate search; 1.0 when exact).
+        Filled with ``rank_kind`` ('exact' or 'estimated'), ``search`` (description), ``recall`` (the
+        lowest measured recall@10 of an approximate search; 1.0 when exact), ``pair_kinds`` ((P,) str per
+        pair: 'exact', 'counted' in the approximate top with exact re-scoring, or 'estimated' beyond it from a
+        sample) and, when estimated, ``check``: :func:`analysis.search.ranks.check_ranks` on a seeded sample of
+        the queries (``checked``, ``differ``, ``max_error``: a 95% bound on every recall@k, k <= 10, and
+        MRR@10's difference from exact; the largest over the modalities).
     progress : callable, optional
         Called with the overall fraction done.
 
@@ -80,6 +84,8 @@ def directional_ranks(
     total = max(sum(len(rows) for _, rows in groups), 1)
     done = 0
     estimated, recall, notes = False, 1.0, []
+    pair_kinds = np.full(len(query_ids), "exact", dtype=object)
+    check: dict = {}
     for mod, rows in groups:
         corpus_ids = np.flatnonzero(modality == mod)
         row_of_item = np.full(len(modality), -1, dtype=np.int64)
@@ -108,17 +114,27 @@ def directional_ranks(
             notes.append(f"{mod}: exact ranks")
         else:
             from analysis.search.index import build_index
-            from analysis.search.ranks import estimated_target_ranks
+            from analysis.search.ranks import check_ranks, estimated_target_ranks
 
-            corpus = embeddings[corpus_ids]
-            sample = embeddings[np.unique(q_ids)[:: max(1, len(np.unique(q_ids)) // 500)]]
+            corpus = np.ascontiguousarray(embeddings[corpus_ids], dtype=np.float32)
+            sample = embeddings[uniq[:: max(1, len(uniq) // 500)]]
             index = build_index(corpus, kind=kind, n_queries=len(rows), sample_queries=sample, start_depth=1)
-            ranks[rows] = estimated_target_ranks(
-                embeddings[q_ids], corpus, row_of_item[t_ids], index, exclude=exclude, progress=report
+            queries = np.ascontiguousarray(embeddings[q_ids], dtype=np.float32)
+            found: dict = {}
+            got = estimated_target_ranks(
+                queries, corpus, row_of_item[t_ids], index, exclude=exclude, info=found, progress=report
             )
+            ranks[rows] = got
+            pair_kinds[rows] = np.where(found["beyond"], "estimated", "counted")
+            checked = check_ranks(queries, corpus, row_of_item[t_ids], got, exclude=exclude)
+            if not check or checked["max_error"] > check["max_error"]:
+                check = checked
             estimated = True
             recall = min(recall, float(index.recall if index.recall is not None else 0.0))
-            notes.append(f"{mod}: {index.describe()}")
+            notes.append(
+                f"{mod}: {index.describe()}; exact ranks of a random {checked['checked']:,} queries: "
+                f"{checked['differ']} differ within the top {checked['within']}"
+            )
         done += len(rows)
     if info is not None:
         info.update(
@@ -126,8 +142,11 @@ def directional_ranks(
                 "rank_kind": "estimated" if estimated else "exact",
                 "search": "; ".join(notes),
                 "recall": recall,
+                "pair_kinds": pair_kinds,
             }
         )
+        if check:
+            info["check"] = check
     if progress is not None:
         progress(1.0)
     return ranks
@@ -136,8 +155,18 @@ def directional_ranks(
 def rank_info(run: Run, *, reverse: bool = False) -> dict:
     """How the last :func:`retrieval_ranks` of ``run`` in this process was computed (empty when none was):
     ``rank_kind`` ('exact', or 'estimated': counted in an approximate top-32 with exact re-scoring, estimated
-    beyond it), ``search`` and the measured ``recall``."""
-    return dict(run._cache.get(f"retrieval_rank_info_{'reverse' if reverse else 'forward'}", {}))
+    beyond it), ``search``, the measured ``recall`` and, when estimated, ``check`` (the comparison with exact
+    ranks on a random sample of queries; ``max_error`` bounds the metrics' difference from exact, 95%).
+    JSON-serialisable; the per-pair kinds are :func:`rank_kinds`."""
+    info = run._cache.get(f"retrieval_rank_info_{'reverse' if reverse else 'forward'}", {})
+    return {k: v for k, v in info.items() if k != "pair_kinds"}
+
+
+def rank_kinds(run: Run, *, reverse: bool = False) -> np.ndarray | None:
+    """(P,) per pair, how its rank of the last :func:`retrieval_ranks` was found: 'exact', 'counted' (in the
+    approximate top, exactly re-scored) or 'estimated' (beyond it, from a sample); None before any."""
+    info = run._cache.get(f"retrieval_rank_info_{'reverse' if reverse else 'forward'}", {})
+    return info.get("pair_kinds")
 
 
 def retrieval_ranks(

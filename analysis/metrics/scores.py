@@ -6,7 +6,9 @@ Definitions (cosine similarities of L2-normalised embeddings, ``sim(a, b) = a ·
 - ``hardest_neg`` = max over the pair's listed negatives of ``neg_sim``; ``margin = pos_sim - hardest_neg``
   (NaN for a pair with no listed negative).
 - ``rank``: the positive's 1-based retrieval rank among all items of its modality given the anchor
-  (:mod:`analysis.metrics.retrieval`); ``reverse_rank``: the anchor's rank given the positive, across modalities only.
+  (:mod:`analysis.metrics.retrieval`); ``reverse_rank``: the anchor's rank given the positive, across modalities only;
+  ``rank_kind`` / ``reverse_rank_kind``: how each was found ('exact'; on a large run 'counted' in an approximate top
+  with exact re-scoring, or 'estimated' beyond it from a sample).
 - ``auroc``: probability that a positive scores above a listed negative (ties count one half), over all
   positives and all listed negatives.
 - ``frac_hardest_neg_above_pos``: share of the pairs that have at least one listed negative whose hardest
@@ -24,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from analysis.metrics.retrieval import has_reverse, retrieval_metrics, retrieval_ranks
+from analysis.metrics.retrieval import has_reverse, rank_kinds, retrieval_metrics, retrieval_ranks
 from analysis.runs.candidates import Candidates, build_candidates
 from analysis.runs.folder import NEGATIVE_SOURCES, Run
 
@@ -116,6 +118,8 @@ def pair_table(
     ranks: np.ndarray | None = None,
     reverse_ranks: np.ndarray | None = None,
     wide: bool = True,
+    rank_kinds: np.ndarray | None = None,
+    reverse_rank_kinds: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One row per pair with its scores, in ``run.pairs`` order.
 
@@ -130,12 +134,15 @@ def pair_table(
     wide : bool
         Also add ``neg_id_i``, ``neg_sim_i``, ``neg_source_i`` for i = 1 .. K (every listed negative, in the
         order the run lists them).
+    rank_kinds, reverse_rank_kinds : numpy.ndarray, optional
+        (P,) how each rank was found (:func:`analysis.metrics.retrieval.rank_kinds`); null where not given.
 
     Returns
     -------
     pandas.DataFrame
         ``pair_id, anchor_id, positive_id, pos_sim, n_negatives, hardest_neg, hardest_neg_id,
-        hardest_neg_source, margin, rank, reverse_rank`` (+ the wide negative columns).
+        hardest_neg_source, margin, rank, reverse_rank, rank_kind, reverse_rank_kind`` (+ the wide negative
+        columns).
     """
     p = len(cands.pair_ids)
     hardest, col = hardest_negatives(cands)
@@ -166,6 +173,12 @@ def pair_table(
             "margin": cands.pos_sim.astype(np.float64) - hardest.astype(np.float64),
             "rank": rank_col(ranks),
             "reverse_rank": rank_col(reverse_ranks),
+            "rank_kind": np.full(p, None, dtype=object) if rank_kinds is None else np.asarray(rank_kinds, dtype=object),
+            "reverse_rank_kind": (
+                np.full(p, None, dtype=object)
+                if reverse_rank_kinds is None
+                else np.asarray(reverse_rank_kinds, dtype=object)
+            ),
         }
     )
     if wide:
@@ -268,10 +281,20 @@ def score_report(
     ranks: np.ndarray,
     reverse_ranks: np.ndarray | None = None,
     wide: bool = True,
+    rank_kinds: np.ndarray | None = None,
+    reverse_rank_kinds: np.ndarray | None = None,
 ) -> ScoreReport:
     """Assemble the per-pair table, the summary and the long negatives table from precomputed ranks."""
     return ScoreReport(
-        pairs=pair_table(run, cands, ranks=ranks, reverse_ranks=reverse_ranks, wide=wide),
+        pairs=pair_table(
+            run,
+            cands,
+            ranks=ranks,
+            reverse_ranks=reverse_ranks,
+            wide=wide,
+            rank_kinds=rank_kinds,
+            reverse_rank_kinds=reverse_rank_kinds,
+        ),
         summary=score_summary(cands, ranks=ranks, reverse_ranks=reverse_ranks),
         candidates=cands,
         negatives=negatives_long(cands),
@@ -311,4 +334,11 @@ def compute_scores(
     reverse_ranks = (
         retrieval_ranks(run, reverse=True, max_block_bytes=max_block_bytes, progress=part(0.5, 0.5)) if both else None
     )
-    return score_report(run, cands, ranks=ranks, reverse_ranks=reverse_ranks)
+    return score_report(
+        run,
+        cands,
+        ranks=ranks,
+        reverse_ranks=reverse_ranks,
+        rank_kinds=rank_kinds(run),
+        reverse_rank_kinds=rank_kinds(run, reverse=True) if both else None,
+    )

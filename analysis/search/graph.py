@@ -12,6 +12,11 @@ measured against exact search on a sample), and keeps it
   ``allow_pickle=False``), keyed by a digest of the item set and of their embeddings, so a later command or
   page reuses it. The cache is an extra file: no public file of the run folder changes, and a folder that
   cannot be written simply is not cached.
+
+:func:`run_index` shares the search index itself the same way within a process: the detectors that search an
+item set with other queries (the mismatch detector's galleries, the false-negative detector's corpus and
+anchors) and the graph of that set build one index per run, item set and search kind (an IVF index trains its
+k-means cells once), with its recall@10 measured once on a sample of the set's own rows.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from analysis.runs.folder import Run
+    from analysis.search.index import SearchIndex
 
 #: Neighbours kept per item in the shared graph (callers slice the first ``k``).
 GRAPH_K = 16
@@ -85,6 +91,7 @@ def vector_graph(
     *,
     kind: str = "auto",
     seed: int = 0,
+    index: SearchIndex | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str, float, str]:
     """The ``k`` nearest other rows of every row, by the search the rule picks from the work (N x N x D).
@@ -99,6 +106,8 @@ def vector_graph(
         The search ('auto': :func:`analysis.search.rule.choose_kind`).
     seed : int
         Seed of the approximate index (k-means, recall sample).
+    index : SearchIndex, optional
+        An index already built over exactly these rows (:func:`run_index`); default: built here.
     progress : callable, optional
         Called with the fraction done.
 
@@ -124,10 +133,16 @@ def vector_graph(
     k = max(0, min(int(k), n - 1))
     if k == 0:
         return np.empty((n, 0), np.int64), np.empty((n, 0), np.float32), "exact", 1.0, "no neighbours"
-    index = build_index(
-        vectors, kind=kind, n_queries=n, start_depth=1, seed=seed, progress=lambda f: report(0.3 * f)
-    )
-    sims, rows = knn_graph(vectors, k, index=index.index, progress=lambda f: report(0.3 + 0.7 * f))
+    if index is None:
+        index = build_index(
+            vectors, kind=kind, n_queries=n, start_depth=1, seed=seed, progress=lambda f: report(0.3 * f)
+        )
+    if index.kind == "ivfpq":  # PQ codes: neighbours through its exact re-ranking, not the raw faiss index
+        from analysis.search.ivfpq import self_graph
+
+        sims, rows = self_graph(index, vectors, k, progress=lambda f: report(0.3 + 0.7 * f))
+    else:
+        sims, rows = knn_graph(vectors, k, index=index.index, progress=lambda f: report(0.3 + 0.7 * f))
     recall = 1.0 if index.recall is None else float(index.recall)
     return rows, sims, index.kind, recall, index.describe()
 
@@ -236,7 +251,11 @@ def run_graph(
     path = cache_path(run, modality, k, digest)
     graph = _read(path, item_ids, k) if cache else None
     if graph is None or (kind != "auto" and graph.kind != kind):
-        rows, sims, ran, recall, note = vector_graph(run.embeddings[item_ids], k, kind=kind, progress=progress)
+        report = progress or (lambda _f: None)
+        index = run_index(run, item_ids, kind=kind, n_queries=n, progress=lambda f: report(0.3 * f))
+        rows, sims, ran, recall, note = vector_graph(
+            run.embeddings[item_ids], k, index=index, progress=lambda f: report(0.3 + 0.7 * f)
+        )
         graph = NeighbourGraph(item_ids=item_ids, rows=rows, sims=sims, kind=ran, recall=recall, note=note)
         if cache:
             _write(path, graph)
@@ -253,3 +272,79 @@ def recorded_searches(run: Run) -> list[dict[str, Any]]:
         {"items": len(g.item_ids), "k": g.k, "kind": g.kind, "recall": round(g.recall, 4), "search": g.note}
         for g in memo.values()
     ]
+
+
+def run_index(
+    run: Run,
+    item_ids: np.ndarray,
+    *,
+    kind: str = "auto",
+    n_queries: int | None = None,
+    sample_queries: np.ndarray | None = None,
+    seed: int = 0,
+    progress: Callable[[float], None] | None = None,
+) -> SearchIndex:
+    """The search index over ``item_ids`` of ``run``, built once per process, item set and search kind.
+
+    Parameters
+    ----------
+    run : Run
+        The run folder.
+    item_ids : numpy.ndarray
+        (M,) run item ids; the index's row ``j`` is ``item_ids[j]``.
+    kind : {"auto", "exact", "ivf", "hnsw", "ivfpq"}
+        The search; 'auto': :func:`analysis.search.rule.choose_kind` from ``n_queries x M x D`` (then an
+        IVF index with its probe depth tuned from 1 until recall@10 >= 0.95, or exact search where IVF is no
+        faster: :func:`analysis.search.index.build_index`; IVF-PQ, trained and filled from the run's shards and
+        re-ranked from them, when the corpus would not fit in memory: :mod:`analysis.search.ivfpq`).
+    n_queries : int, optional
+        How many queries will search it (default M), for the rule.
+    sample_queries : numpy.ndarray, optional
+        (S, D) queries like the real ones to measure the recall on (another modality's queries, say); default:
+        a sample of the set's own rows. An index measured on given queries is kept apart from one measured on
+        the set's rows.
+    seed : int
+        Seed of the k-means training and of the recall sample.
+    progress : callable, optional
+        Called with the fraction done.
+
+    Returns
+    -------
+    SearchIndex
+        Reused as long as the rule resolves to the same kind (and the recall sample is the same).
+    """
+    from analysis.search.index import build_index
+    from analysis.search.rule import resolve_kind
+
+    item_ids = np.ascontiguousarray(item_ids, dtype=np.int64)
+    m = len(item_ids)
+    dim = int(run.embeddings.shape[1])
+    resolved = resolve_kind(kind, m if n_queries is None else int(n_queries), m, dim)
+    memo: dict[str, Any] = run._cache.setdefault("search_indexes", {})
+    key = f"{resolved}-{seed}-{_digest(run, item_ids)}"
+    if sample_queries is not None:
+        sample_queries = np.ascontiguousarray(sample_queries, dtype=np.float32)
+        key += "-" + hashlib.blake2b(sample_queries.tobytes(), digest_size=8).hexdigest()
+    found = memo.get(key)
+    if found is None and resolved == "ivfpq" and bool((np.diff(item_ids) > 0).all()):
+        # beyond memory (or forced): trained and filled from the run's shards, re-ranked from them, never copied
+        from analysis.search.ivfpq import PartedCorpus, build_ivfpq_index
+
+        found = build_ivfpq_index(
+            PartedCorpus.from_run(run, rows=item_ids), sample_queries=sample_queries, seed=seed, progress=progress
+        )
+        memo[key] = found
+    elif found is None:
+        found = build_index(
+            run.embeddings[item_ids],
+            kind=kind,
+            n_queries=m if n_queries is None else int(n_queries),
+            sample_queries=sample_queries,
+            start_depth=1,
+            seed=seed,
+            progress=progress,
+        )
+        memo[key] = found
+    elif progress is not None:
+        progress(1.0)
+    return found

@@ -1,0 +1,95 @@
+"""A large run's UMAP: fitted on a seeded sample, every other item placed by its neighbours."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.errors import NegScopeError
+from analysis.maps.embedding_map import (
+    MAX_UMAP_FIT,
+    MapParams,
+    fit_note,
+    fit_sample,
+    place_by_neighbours,
+    trustworthiness,
+    umap_2d,
+)
+from analysis.search.exact import knn_graph
+
+
+def test_placement_is_the_weighted_mean_of_the_nearest_placed_neighbours() -> None:
+    coords = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 8.0], [9.0, 9.0], [9.0, 9.0]])
+    placed = np.array([True, True, True, False, False])
+    rows = np.array(
+        [
+            [1, 2, -1],
+            [0, 2, -1],
+            [0, 1, -1],
+            [4, 0, 1],  # item 4 is not placed yet in round one: item 3 uses items 0 and 1
+            [3, -1, -1],  # only item 3, placed in round one: item 4 follows in round two
+        ]
+    )
+    sims = np.array([[0.9, 0.1, 0], [0.9, 0.1, 0], [0.5, 0.4, 0], [0.99, 0.75, 0.25], [0.8, 0, 0]])
+    out = place_by_neighbours(coords, placed, rows, sims, per_item=5)
+    np.testing.assert_allclose(out[:3], coords[:3])
+    want3 = (0.75 * coords[0] + 0.25 * coords[1]) / 1.0
+    np.testing.assert_allclose(out[3], want3, rtol=1e-6)
+    np.testing.assert_allclose(out[4], want3, rtol=1e-6)
+    # at most per_item placed neighbours count, nearest first
+    one = place_by_neighbours(coords, placed, rows, sims, per_item=1)
+    np.testing.assert_allclose(one[3], coords[0])
+    with pytest.raises(NegScopeError):
+        place_by_neighbours(coords, np.zeros(5, dtype=bool), rows, sims)
+
+
+def test_unreachable_items_go_to_the_centre() -> None:
+    coords = np.array([[0.0, 0.0], [2.0, 2.0], [5.0, 5.0]])
+    out = place_by_neighbours(coords, np.array([True, True, False]), np.array([[1], [0], [-1]]), np.ones((3, 1)))
+    np.testing.assert_allclose(out[2], [1.0, 1.0])
+
+
+def test_notes_and_counts() -> None:
+    assert fit_note(100, 100) == ""
+    assert "50,000 of the 200,000 items" in fit_note(50_000, 200_000)
+    assert fit_sample(200_000, MapParams()) == MAX_UMAP_FIT and fit_sample(10, MapParams()) == 10
+    assert fit_sample(200_000, MapParams(method="pca")) == 200_000
+
+
+@pytest.mark.slow
+def test_a_map_fitted_on_a_sample_keeps_the_neighbourhoods() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(12, 24))
+    x = centres[rng.integers(0, 12, 3000)] + 0.35 * rng.normal(size=(3000, 24))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    sims, ids = knn_graph(x, 15)
+    full = umap_2d(x, seed=0, max_fit=None, neighbours=(ids, sims))
+    sampled = umap_2d(x, seed=0, max_fit=1000, neighbours=(ids, sims))
+    assert sampled.shape == (3000, 2) and np.isfinite(sampled).all()
+    t_full = trustworthiness(x, full, k=10)
+    t_sampled = trustworthiness(x, sampled, k=10)
+    assert t_sampled >= t_full - 0.05 and t_sampled > 0.85
+    # seeded: the same map again
+    np.testing.assert_array_equal(sampled, umap_2d(x, seed=0, max_fit=1000, neighbours=(ids, sims)))
+
+
+def test_the_sample_graph_finds_the_samples_nearest_items() -> None:
+    from analysis.maps.embedding_map import sample_graph
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(40, 32))
+    x = centres[rng.integers(0, 40, 6000)] + 0.5 * rng.normal(size=(6000, 32))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    _, rows = knn_graph(x, 16)
+    fit = np.sort(rng.choice(6000, 1500, replace=False))
+    got_rows, got_sims = sample_graph(x, rows, fit, 14)
+    exact_sims, exact_rows = knn_graph(x[fit], 14)
+    assert got_rows.shape == (1500, 14) and (got_rows != np.arange(1500)[:, None]).all()
+    found = np.mean([len(np.intersect1d(g[g >= 0], e)) / 14 for g, e in zip(got_rows, exact_rows, strict=True)])
+    assert found > 0.8
+    # every kept similarity is the exact inner product, nearest first
+    ok = got_rows >= 0
+    np.testing.assert_allclose(
+        got_sims[ok], np.einsum("ij,ij->i", x[fit][np.nonzero(ok)[0]], x[fit][got_rows[ok]]), rtol=1e-5, atol=1e-6
+    )
+    assert (np.diff(np.where(ok, got_sims, -9.0), axis=1) <= 1e-7).all()
