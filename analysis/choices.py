@@ -28,7 +28,7 @@ DUPLICATE_THRESHOLD = 0.98
 #: Shift sizes of the modality-gap experiment: -1 to 2 in steps of 0.25 (:mod:`analysis.metrics.modality_gap`).
 GAP_LAMBDAS = tuple(x / 4 for x in range(-4, 9))
 #: The shift experiment's seeded samples on a large run: pairs (recall@1, loss) and items (centroid distances).
-GAP_MAX_SHIFT_PAIRS = 2_048  # = modality_gap.RECALL_SAMPLE_PAIRS: recall@1, loss and accuracy on the same pairs
+GAP_MAX_SHIFT_PAIRS = 1_024  # <= modality_gap.RECALL_SAMPLE_PAIRS: recall@1, loss and accuracy on the same pairs
 GAP_MAX_SHIFT_ITEMS = 250_000  # float64 rows kept once: 2 GB at 1,024 dims
 #: 2-D map projections and UMAP start layouts (:mod:`analysis.maps.embedding_map`).
 MAP_METHODS = ("umap", "pca")

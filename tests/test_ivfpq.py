@@ -195,3 +195,23 @@ def test_knn_graph_through_ivfpq_uses_the_reranked_search() -> None:
     np.testing.assert_allclose(sims, exact, atol=1e-5)  # exact similarities, not PQ estimates
     _, ref = knn_graph(x, 10)
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, ref, strict=True)]) >= 0.95
+
+
+def test_mapped_pages_are_dropped_only_beyond_the_allowance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import analysis.search.ivfpq as ivfpq
+
+    real_release = ivfpq.release_pages
+    emb = _clustered(600, 8, seed=9)
+    run = _sharded_text_run(tmp_path / "run", emb, shard_rows=200)
+    corpus = PartedCorpus.from_run(run)
+    released: list[int] = []
+    monkeypatch.setattr(ivfpq, "release_pages", lambda part: released.append(id(part)))
+    monkeypatch.setattr(ivfpq, "RESIDENT_MAP_BYTES", 1 << 60)
+    np.testing.assert_array_equal(corpus.gather(np.array([5, 450, 201])), emb[[5, 450, 201]])
+    assert released == []
+    monkeypatch.setattr(ivfpq, "RESIDENT_MAP_BYTES", 0)
+    np.testing.assert_array_equal(corpus.gather(np.array([599, 0])), emb[[599, 0]])
+    assert sorted(released) == sorted(id(p) for p in corpus.parts)
+    # a real madvise leaves the data readable (the pages come back from the file)
+    real_release(corpus.parts[1])
+    np.testing.assert_array_equal(np.asarray(corpus.parts[1]), emb[200:400])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import analysis.search.graph as graph_module
@@ -149,6 +150,10 @@ def test_mismatch_search_above_the_budget_finds_the_planted_pairs_like_exact(tmp
     assert approx.attrs["recall"] >= 0.95
     agree = (exact["flagged"] == approx["flagged"]).mean()
     assert agree >= 0.98
+    # the best other candidate / anchor come from the searched top of the ranks (IVF), like exact search's
+    assert (exact["best_id"] == approx["best_id"]).mean() >= 0.95
+    assert (exact["best_anchor_id"] == approx["best_anchor_id"]).mean() >= 0.95
+    np.testing.assert_allclose(exact["pos_sim"], approx["pos_sim"], rtol=1e-6)
     planted = truth.mismatched
     assert planted.sum() > 50
     caught_exact = (exact["flagged"].to_numpy() & planted).sum()
@@ -178,6 +183,13 @@ def test_one_index_per_item_set_is_shared_by_the_graph_and_the_galleries(tmp_pat
     assert run_index(run, anchors, kind="exact") is not first  # another kind: its own index
     graph = run_graph(run, anchors, kind="ivf", cache=False)
     assert graph.kind == "ivf" and graph.recall == pytest.approx(first.recall)
+    # its trained cells are cached in the run folder: another process rebuilds the same index without training
+    assert len(list((Path(run.path) / CACHE_DIR).glob("ivf-*.npy"))) == 1
+    again = run_index(load_run(run.path), anchors, kind="ivf", n_queries=300)
+    assert again is not first and again.params == first.params and again.recall == first.recall
+    queries = run.embeddings[anchors[:50]]
+    for got, want in zip(again.search(queries, 5), first.search(queries, 5), strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_label_flags_through_an_approximate_graph_agree_with_exact(tmp_path: Path) -> None:
@@ -193,3 +205,24 @@ def test_label_flags_through_an_approximate_graph_agree_with_exact(tmp_path: Pat
     assert exact["flagged"].sum() > 0
     assert (exact["flagged"] == approx["flagged"]).mean() >= 0.98
     assert (exact["suggested_label"] == approx["suggested_label"]).mean() >= 0.98
+
+
+def test_label_noise_cli_says_which_search_ran_and_can_force_exact(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from analysis.cli import main
+
+    run, _ = make_synthetic_run(tmp_path / "run", n_pairs=300, seed=3, two_modalities=False)
+    out = tmp_path / "flags.csv"
+    assert main(["label-noise", str(run.path), "--kinds", "mismatched_pair", "--index", "ivf", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "IVF (nlist=" in printed and "measured recall@10 = " in printed and "ranks estimated" in printed
+    approx = pd.read_csv(out)
+    assert main(["label-noise", str(run.path), "--kinds", "mismatched_pair", "--index", "exact", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "ranks exact" in printed and "IVF" not in printed
+    exact = pd.read_csv(out)
+    assert len(exact) == len(approx) == 300
+    with pytest.raises(SystemExit) as stop:
+        main(["label-noise", str(run.path), "--index", "annoy"])
+    assert stop.value.code == 2

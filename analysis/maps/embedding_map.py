@@ -687,7 +687,7 @@ def map_cache_path(run: Run, params: MapParams) -> Path:
     """Where the map of ``run`` with ``params`` is cached: ``RUN/map_<method>_<key>.parquet``."""
     text = f"{params.key()}|{_fingerprint(run.embeddings)}"
     if params.method == "umap" and len(run.items) > MAX_UMAP_FIT:
-        text += f"|fit{MAX_UMAP_FIT}-place{PLACE_NEIGHBOURS}"  # a large run's map is fitted on a sample
+        text += f"|fit{MAX_UMAP_FIT}-hop2-place{PLACE_NEIGHBOURS}"  # a large run's map is fitted on a sample
     key = hashlib.sha256(text.encode()).hexdigest()[:12]
     return run.path / f"map_{params.method}_{key}.parquet"
 

@@ -33,7 +33,7 @@ lambda, so :func:`shift_experiment` and :func:`gap_report` can run it on seeded 
 (half from each group), recall@1, loss and candidate accuracy on at most ``max_pairs`` pairs, whose positives
 and listed negatives are then the search gallery (a smaller gallery than the whole positive side, so recall@1 is
 that of the sample's retrieval task). A 95% interval of a share measured on ``n`` pairs is at most
-``+-1.96 sqrt(0.25 / n)`` (+-0.022 at 2,048 pairs).
+``+-1.96 sqrt(0.25 / n)`` (+-0.031 at 1,024 pairs).
 """
 
 from __future__ import annotations

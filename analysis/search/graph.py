@@ -16,7 +16,8 @@ measured against exact search on a sample), and keeps it
 :func:`run_index` shares the search index itself the same way within a process: the detectors that search an
 item set with other queries (the mismatch detector's galleries, the false-negative detector's corpus and
 anchors) and the graph of that set build one index per run, item set and search kind (an IVF index trains its
-k-means cells once), with its recall@10 measured once on a sample of the set's own rows.
+k-means cells once), with its recall@10 measured once on a sample of the set's own rows; an IVF index's trained
+cells are also kept in the run folder (``RUN/cache/ivf-<digest>-s<seed>.npy``), so a later command only fills them.
 """
 
 from __future__ import annotations
@@ -200,6 +201,18 @@ def _write(path: Path, graph: NeighbourGraph) -> None:
         return  # a read-only run folder: not cached, nothing else changes
 
 
+def _write_array(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` as a plain ``.npy`` file atomically; a read-only run folder is simply not cached."""
+    try:
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError:
+        return
+
+
 def run_graph(
     run: Run,
     item_ids: np.ndarray,
@@ -252,7 +265,7 @@ def run_graph(
     graph = _read(path, item_ids, k) if cache else None
     if graph is None or (kind != "auto" and graph.kind != kind):
         report = progress or (lambda _f: None)
-        index = run_index(run, item_ids, kind=kind, n_queries=n, progress=lambda f: report(0.3 * f))
+        index = run_index(run, item_ids, kind=kind, n_queries=n, cache=cache, progress=lambda f: report(0.3 * f))
         rows, sims, ran, recall, note = vector_graph(
             run.embeddings[item_ids], k, index=index, progress=lambda f: report(0.3 + 0.7 * f)
         )
@@ -282,6 +295,7 @@ def run_index(
     n_queries: int | None = None,
     sample_queries: np.ndarray | None = None,
     seed: int = 0,
+    cache: bool = True,
     progress: Callable[[float], None] | None = None,
 ) -> SearchIndex:
     """The search index over ``item_ids`` of ``run``, built once per process, item set and search kind.
@@ -305,6 +319,9 @@ def run_index(
         the set's rows.
     seed : int
         Seed of the k-means training and of the recall sample.
+    cache : bool
+        Read and write an IVF index's trained cells in the run folder (``RUN/cache/ivf-<digest>-s<seed>.npy``,
+        a plain (nlist, D) float32 array): a later process rebuilds the same index without training it.
     progress : callable, optional
         Called with the fraction done.
 
@@ -313,7 +330,7 @@ def run_index(
     SearchIndex
         Reused as long as the rule resolves to the same kind (and the recall sample is the same).
     """
-    from analysis.search.index import build_index
+    from analysis.search.index import build_index, ivf_centroids
     from analysis.search.rule import resolve_kind
 
     item_ids = np.ascontiguousarray(item_ids, dtype=np.int64)
@@ -335,6 +352,14 @@ def run_index(
         )
         memo[key] = found
     elif found is None:
+        # an IVF index's trained cells are kept in the run folder's cache: a later process only fills them
+        cells = Path(run.path) / CACHE_DIR / f"ivf-{_digest(run, item_ids)}-s{int(seed)}.npy"
+        centroids = None
+        if resolved == "ivf" and cache:
+            try:
+                centroids = np.load(cells, allow_pickle=False)
+            except (OSError, ValueError):
+                centroids = None
         found = build_index(
             run.embeddings[item_ids],
             kind=kind,
@@ -342,8 +367,11 @@ def run_index(
             sample_queries=sample_queries,
             start_depth=1,
             seed=seed,
+            centroids=centroids,
             progress=progress,
         )
+        if found.kind == "ivf" and centroids is None and cache:
+            _write_array(cells, ivf_centroids(found.index))
         memo[key] = found
     elif progress is not None:
         progress(1.0)

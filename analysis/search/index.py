@@ -169,12 +169,14 @@ def build_ivf(
     nlist: int | None = None,
     train_size: int | None = None,
     seed: int = 0,
+    centroids: np.ndarray | None = None,
 ) -> faiss.IndexIVFFlat:
     """Train and fill an inner-product ``IndexIVFFlat`` over ``corpus`` (M, D) float32.
 
     ``nlist`` defaults to :func:`default_nlist` (a power of two at or below ``4 sqrt(M)``); k-means
     (``IVF_KMEANS_ITER`` iterations) is trained on ``train_size`` rows (default ``IVF_ROWS_PER_CELL * nlist``,
-    faiss's recommended minimum, at most M) drawn at random.
+    faiss's recommended minimum, at most M) drawn at random. ``centroids`` (nlist, D) float32 from an earlier
+    training on the same rows (:func:`ivf_centroids`) skip the training.
     """
     corpus = np.ascontiguousarray(corpus, dtype=np.float32)
     n, d = corpus.shape
@@ -188,10 +190,20 @@ def build_ivf(
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = int(seed)
     index.cp.niter = IVF_KMEANS_ITER
-    index.train(sample)
+    if centroids is not None and centroids.shape == (nlist, d):
+        quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+        index.is_trained = True
+    else:
+        index.train(sample)
     for start in range(0, n, 65536):
         index.add(corpus[start : start + 65536])
     return index
+
+
+def ivf_centroids(index: faiss.Index) -> np.ndarray:
+    """(nlist, D) float32 cell centroids of a trained IVF index (to rebuild it without training)."""
+    ivf = faiss.extract_index_ivf(index)
+    return ivf.quantizer.reconstruct_n(0, int(ivf.nlist))
 
 
 def tune_depth(
@@ -231,6 +243,7 @@ def build_index(
     nlist: int | None = None,
     hnsw_m: int = 32,
     seed: int = 0,
+    centroids: np.ndarray | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> SearchIndex:
     """Build the index to search ``corpus`` (M, D) float32 with, measuring an approximate one's recall.
@@ -257,6 +270,8 @@ def build_index(
         First search depth tried, then doubled (default: 1 IVF cell, ``max(2 recall_k, 32)`` HNSW candidates).
     nlist, hnsw_m : int
         IVF cells (default :func:`default_nlist`: a power of two at or below ``4 sqrt(M)``); HNSW links per node.
+    centroids : numpy.ndarray, optional
+        (nlist, D) IVF centroids of an earlier training on the same corpus (the run folder's cache): no training.
     progress : callable, optional
         Called with the fraction done.
 
@@ -279,7 +294,7 @@ def build_index(
     if progress is not None:
         progress(0.0)
     if kind == "ivf":
-        index = build_ivf(corpus, nlist=nlist, seed=seed)
+        index = build_ivf(corpus, nlist=nlist, seed=seed, centroids=centroids)
         params: dict = {"nlist": int(index.nlist)}
         start, limit = start_depth or 1, int(index.nlist)
     else:

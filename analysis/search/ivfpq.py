@@ -22,8 +22,8 @@ usable, so R is raised together with ``nprobe``.
 
 Used through :func:`analysis.search.graph.run_index` (a run and a sorted set of its item ids: the detectors'
 searches), chosen by ``auto`` via :func:`analysis.search.rule.choose_kind` or forced with ``kind="ivfpq"``.
-Between blocks read through a memory map, :func:`release_pages` drops the map's pages from the process, so
-that its resident memory stays at the codes plus one block (1.17 GB peak at 5M x 384, BENCHMARKS.md).
+Once the process holds more than :data:`RESIDENT_MAP_BYTES` of mapped pages, :func:`release_if_large` drops
+them, so that its resident memory stays near the codes plus one block and that allowance.
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ MAX_NPROBE = 256
 RERANK_QUERY_BLOCK = 64
 #: Training rows per IVF cell (faiss warns below 39).
 TRAIN_PER_CELL = 64
+#: File-backed memory (``/proc/self/statm``'s resident shared pages: the parts' mapped pages, and the loaded
+#: libraries') this process may hold before the parts' pages are dropped (:func:`release_pages`).
+RESIDENT_MAP_BYTES = 1 << 30
 
 
 def release_pages(part: np.ndarray) -> None:
@@ -68,6 +71,26 @@ def release_pages(part: np.ndarray) -> None:
     if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
         with contextlib.suppress(OSError, ValueError):
             mapped.madvise(mmap.MADV_DONTNEED)
+
+
+def _mapped_resident_bytes() -> int | None:
+    """Resident file-backed bytes of this process (``/proc/self/statm``, third field), None where unknown."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[2]) * mmap.PAGESIZE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def release_if_large(parts: list[np.ndarray]) -> None:
+    """:func:`release_pages` of every part once the process holds more than :data:`RESIDENT_MAP_BYTES` of
+    file-backed pages (always, where that is unknown). Dropping pages costs page faults when they are read
+    again (measured: twice the re-rank time when done after every gather), so a corpus whose touched pages fit
+    the allowance keeps them."""
+    held = _mapped_resident_bytes()
+    if held is None or held > RESIDENT_MAP_BYTES:
+        for part in parts:
+            release_pages(part)
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,7 +186,7 @@ class PartedCorpus:
                 # all rows: a contiguous slice reads sequentially
                 block = part[int(sel[0]) : int(sel[-1]) + 1] if self.rows is None else part[sel]
                 yield first + i, np.array(block, dtype=np.float32, order="C")
-            release_pages(part)
+            release_if_large([part])
 
     def gather(self, positions: np.ndarray) -> np.ndarray:
         """float32 (len(positions), D) rows at corpus ``positions`` (any order), read part by part.
@@ -186,7 +209,7 @@ class PartedCorpus:
             lo, hi = bounds[k], bounds[k + 1]
             if hi > lo:
                 out[order[lo:hi]] = self.parts[k][global_rows[lo:hi] - self.starts[k]]
-                release_pages(self.parts[k])
+        release_if_large(self.parts)
         return out
 
     def sample(self, size: int, *, seed: int) -> np.ndarray:
