@@ -51,6 +51,7 @@ Score
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -505,6 +506,7 @@ class _RunArrays:
     anchor_of: np.ndarray  # (P,) int64 item ids
     positive_of: np.ndarray  # (P,) int64 item ids
     run: Run | None = None  # the run itself: its search indexes are shared (analysis.search.graph.run_index)
+    searched: dict = field(default_factory=dict, compare=False, repr=False)  # neighbour lists already searched
 
     @property
     def n_items(self) -> int:
@@ -751,7 +753,12 @@ def _anchor_z_evidence(a: np.ndarray, neg_sim: np.ndarray, source: np.ndarray, *
 
 def _anchor_neighbours(r: _RunArrays, s: Settings, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Each query item's ``k`` nearest anchors, the query itself left out: (Q, k) anchor item ids (-1 = none)
-    and (Q, k) similarities, nearest first."""
+    and (Q, k) similarities, nearest first. A deeper search of the same queries (the reverse rank's, then CSLS's
+    shallower one) is sliced instead of searched again."""
+    key = (s.index_kind, s.seed, hashlib.blake2b(np.ascontiguousarray(queries).tobytes(), digest_size=16).digest())
+    found = r.searched.get(key)
+    if found is not None and found[0].shape[1] >= k:
+        return found[0][:, :k], found[1][:, :k]
     anchors_all, index = r.anchor_index(s, len(queries))
     depth = min(k + 1, len(anchors_all))
     sims, nb = index.search(r.emb[queries], depth)
@@ -767,6 +774,7 @@ def _anchor_neighbours(r: _RunArrays, s: Settings, queries: np.ndarray, k: int) 
         pad = k - out_items.shape[1]
         out_items = np.pad(out_items, ((0, 0), (0, pad)), constant_values=-1)
         out_sims = np.pad(out_sims, ((0, 0), (0, pad)), constant_values=np.nan)
+    r.searched[key] = (out_items, out_sims)
     return out_items, out_sims
 
 

@@ -209,7 +209,7 @@ class PartedCorpus:
             lo, hi = bounds[k], bounds[k + 1]
             if hi > lo:
                 out[order[lo:hi]] = self.parts[k][global_rows[lo:hi] - self.starts[k]]
-        release_if_large(self.parts)
+                release_if_large(self.parts)  # after each part: a gather over all parts may map most of them
         return out
 
     def sample(self, size: int, *, seed: int) -> np.ndarray:
