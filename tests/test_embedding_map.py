@@ -108,9 +108,10 @@ def test_auto_schedule() -> None:
 
 def test_auto_knn_is_exact_for_small_runs_only() -> None:
     """The map's kNN graph (N queries over N rows) follows the one search rule."""
-    assert choose_kind(3_000, 3_000, 128) == "exact"
-    assert choose_kind(20_000, 20_000, 64) == "ivf"
-    assert choose_kind(100_000, 100_000, 384) == "ivf"
+    ample = 64.0 * 2**30  # bytes free: the memory branch (IVF-PQ) is tested in test_ivfpq.py
+    assert choose_kind(3_000, 3_000, 128, memory=ample) == "exact"
+    assert choose_kind(20_000, 20_000, 64, memory=ample) == "ivf"
+    assert choose_kind(100_000, 100_000, 384, memory=ample) == "ivf"
     x = _clusters(5000, 16, seed=3)
     _, _, exact = umap_knn(x, 5)  # 5000 x 5000 x 16 = 4e8 multiply-adds: exact
     assert exact.startswith("exact")

@@ -416,3 +416,18 @@ def test_auto_index_falls_back_to_exact_on_unclustered_data() -> None:
     assert auto.kind == "exact" and "no faster than exact" in auto.note
     forced = build_index(x, kind="ivf")
     assert forced.kind == "ivf" and forced.params["nprobe"] > forced.params["nlist"] // 8
+
+
+def test_key_helpers_match_numpy() -> None:
+    from analysis.detectors.false_negatives import _in_sorted, _unique_ids
+
+    rng = np.random.default_rng(11)
+    ids = rng.integers(0, 50, 400)
+    distinct, inverse = _unique_ids(ids, 60)
+    ref_distinct, ref_inverse = np.unique(ids, return_inverse=True)
+    np.testing.assert_array_equal(distinct, ref_distinct)
+    np.testing.assert_array_equal(inverse, ref_inverse.reshape(-1))
+    table = np.unique(rng.integers(0, 10**9, 300))
+    keys = np.concatenate([rng.choice(table, 200), rng.integers(0, 10**9, 200), [-1, 10**10]])
+    np.testing.assert_array_equal(_in_sorted(keys, table), np.isin(keys, table))
+    assert not _in_sorted(keys, table[:0]).any()

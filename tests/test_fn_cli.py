@@ -149,3 +149,55 @@ def test_cross_encoder_option_judges_the_top_candidates(small: Run, tmp_path: Pa
     ref = CrossEncoderJudge(folder)(content[judged["anchor_id"]].tolist(), content[judged["candidate_id"]].tolist())
     np.testing.assert_allclose(judged["judge_candidate"].to_numpy(), ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(judged["judge_diff"], judged["judge_candidate"] - judged["judge_positive"], atol=1e-9)
+
+
+@pytest.mark.parametrize("index", ["exact", "ivf"])
+def test_json_reports_counts_paths_and_each_search(
+    small: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str], index: str
+) -> None:
+    import json
+
+    out = tmp_path / "j.csv"
+    assert cli_main(["false-negatives", str(small.path), *FAST, "--index", index, "--json", "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    got = pd.read_csv(out)
+    assert report["out"] == str(out) and report["rows_written"] == len(got) == report["candidates"]
+    assert report["flagged"] == int(got["flagged"].sum())
+    assert report["by_source"] == got["source"].value_counts().to_dict()
+    candidates = [s for s in report["searches"] if s["search"] == "candidates"]
+    modalities = [s["modality"] for s in candidates]  # one search per modality of the candidates
+    assert modalities and len(set(modalities)) == len(modalities) <= small.items["modality"].nunique()
+    for search in report["searches"]:
+        assert search["kind"] == index
+        if index == "exact":
+            assert search["recall"] == 1.0
+        else:  # approximate: its recall measured against exact search on a sample, and its probe depth
+            assert 0.0 <= search["recall"] <= 1.0 and search["recall_k"] == 10 and search["params"]["nprobe"] >= 1
+            assert f"measured recall@10 = {search['recall']:.3f}" in search["description"]
+    assert {s["search"] for s in report["searches"]} == {"candidates", "anchor_neighbours"}
+
+
+def test_json_needs_an_output_file(small: Run, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["false-negatives", str(small.path), *FAST, "--json"]) == 2
+    assert "--json needs --out" in _one_line_error(capsys)
+
+
+def test_other_mode_is_computed_only_when_used(small: Run, tmp_path: Path) -> None:
+    out = tmp_path / "e.csv"
+    assert cli_main(["false-negatives", str(small.path), *FAST, "--evidence", "--out", str(out)]) == 0
+    got = pd.read_csv(out)
+    assert got["other_mode"].isna().all()  # weighted 0 and no --learn: left empty
+    base = {"mine_k": 5, "rank_depth": 30, "mutual_k": 5, "n_clusters": 8}
+    ref = find_false_negatives(small, settings=Settings(**base))  # the library computes it by default
+    assert ref["other_mode"].notna().any()
+    keys = ["pair_id", "candidate_id"]
+    merged = got.merge(ref, on=keys, suffixes=("", "_ref"))
+    assert len(merged) == len(ref)  # the same scores: a weight of 0 adds nothing either way
+    np.testing.assert_allclose(merged["logit"], merged["logit_ref"], rtol=1e-12, atol=1e-12)
+    weighted = Settings(**base, mode_evidence=False, weights=ONE_TO_MANY.__class__(other_mode=1.0))
+    np.testing.assert_allclose(  # a nonzero weight computes it anyway
+        find_false_negatives(small, settings=weighted).sort_values(keys)["other_mode"],
+        ref.sort_values(keys)["other_mode"],
+        rtol=0,
+        atol=0,
+    )

@@ -14,7 +14,7 @@ import analysis.search.rule as rule
 from analysis.runs.folder import Run, load_run
 from analysis.runs.shards import write_sharded_run
 from analysis.search.index import build_index
-from analysis.search.ivfpq import PartedCorpus, build_ivfpq_index, exact_search
+from analysis.search.ivfpq import IVFPQIndex, PartedCorpus, build_ivfpq_index, exact_search
 from analysis.search.rule import MIN_APPROX_CORPUS, choose_kind, corpus_fits_memory, resolve_kind
 from tests.synthetic import make_synthetic_run
 
@@ -215,3 +215,18 @@ def test_mapped_pages_are_dropped_only_beyond_the_allowance(tmp_path: Path, monk
     # a real madvise leaves the data readable (the pages come back from the file)
     real_release(corpus.parts[1])
     np.testing.assert_array_equal(np.asarray(corpus.parts[1]), emb[200:400])
+
+
+def test_forced_ivfpq_on_in_memory_rows_builds_ivfpq_and_reports_recall() -> None:
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(60, 32))
+    x = centres[rng.integers(0, 60, 8000)] + 0.3 * rng.normal(size=(8000, 32))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    index = build_index(x, kind="ivfpq", seed=0)
+    assert isinstance(index, IVFPQIndex) and index.kind == "ivfpq"
+    assert index.recall is not None and index.recall >= 0.95
+    q = x[:200]
+    _, ids = index.search(q, 10)
+    exact = np.argsort(-(q.astype(np.float64) @ x.astype(np.float64).T), axis=1, kind="stable")[:, :10]
+    hits = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(ids, exact, strict=True)])
+    assert hits >= 0.95

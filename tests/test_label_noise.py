@@ -295,6 +295,29 @@ def test_cli_writes_one_row_per_examined_pair_or_item(tmp_path: Path, capsys: py
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("index", ["exact", "ivf"])
+def test_cli_json_names_each_search_and_its_recall(tmp_path: Path, capsys: pytest.CaptureFixture, index: str) -> None:
+    import json
+
+    run, _ = make_synthetic_run(tmp_path / "run", n_pairs=100, seed=8)
+    out = tmp_path / "flags.csv"
+    assert main(["label-noise", str(run.path), "--index", index, "--json", "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    flags = pd.read_csv(out)
+    assert report["out"] == str(out) and report["rows_written"] == len(flags) == 300
+    for kind, counts in report["kinds"].items():
+        assert counts == {"examined": 100, "flagged": int(flags.loc[flags["kind"] == kind, "flagged"].sum())}
+    galleries = report["mismatch"]["searches"]
+    assert {g["gallery"] for g in galleries} == {"positive gallery", "anchor gallery"}
+    for g in galleries:
+        assert g["kind"] == index and 0.0 <= g["recall"] <= 1.0
+        assert g["recall"] == 1.0 if index == "exact" else f"recall@10 = {g['recall']:.3f}" in g["description"]
+    assert report["shared_graphs"] and all(gr["kind"] == index for gr in report["shared_graphs"])
+    assert all(0.0 <= gr["recall"] <= 1.0 for gr in report["shared_graphs"])
+    assert main(["label-noise", str(run.path), "--json"]) == 2
+    assert "--json needs --out" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- the digits sample's planted truth
 
 

@@ -24,6 +24,13 @@ def _clustered(n: int, d: int, *, seed: int) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+@pytest.fixture(autouse=True)
+def _ample_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule's memory branch (IVF-PQ beyond memory) is tested in test_ivfpq.py with explicit figures; here
+    the machine's free memory must not change the answers, so it is fixed at 64 GiB."""
+    monkeypatch.setattr("analysis.search.rule.available_memory", lambda: 64.0 * 2**30)
+
+
 def test_small_work_is_exact_and_large_work_approximate() -> None:
     assert exact_work(1_000, 2_000, 64) == 1.28e8
     assert choose_kind(1_797, 3_600, 64) == "exact"  # the sample: far below the budget

@@ -9,7 +9,8 @@ Example::
 The CSV has one row per candidate: ``pair_id`` (the dataset's ``id`` where it has one), ``anchor_id``,
 ``candidate_id`` (item ids of the run), ``source`` (given | in_batch | mined), ``score`` (0..1, higher = more
 likely a false negative), ``flagged``, ``reason``; sorted by score, highest first. ``--evidence`` appends
-the evidence columns (pos_sim, neg_sim, rank, sim_to_positive ...). Without ``--out`` the CSV goes to stdout.
+the evidence columns (pos_sim, neg_sim, rank, sim_to_positive ...); ``other_mode`` among them is empty unless
+``--learn`` is given (its weight is 0 in both presets, so it is computed only to learn a weight for it). Without ``--out`` the CSV goes to stdout.
 
 One-to-many data, a cross-encoder judge, and learning from the decisions recorded for the run::
 
@@ -19,6 +20,14 @@ One-to-many data, a cross-encoder judge, and learning from the decisions recorde
 
 ``--learn`` appends ``learned_score`` and ``decision`` and puts the undecided rows first, by learned score or
 (``--learn-order uncertainty``) most uncertain first.
+
+``--json`` (with ``--out``) prints one JSON object instead of the text lines: ``candidates``, ``by_source``,
+``flagged``, ``rows_written``, ``out``, ``searches`` (each neighbour search: ``search`` candidates |
+anchor_neighbours, ``kind`` exact | ivf | hnsw | ivfpq, ``params``, measured ``recall`` at ``recall_k``,
+``description``), ``shared_graphs`` and, with ``--evaluate``, ``evaluation``.
+
+The file is written by pyarrow's CSV writer (strings quoted, booleans ``true``/``false``, floats in their shortest
+round-trip form, NaN as an empty field); ``pandas.read_csv`` reads it back to the same values.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from analysis.choices import FN_QUEUE_ORDERS, FN_WEIGHT_PRESETS, INDEX_KINDS, NEGATIVE_SOURCES
+from analysis.commands._json import write_json
 from analysis.errors import NegScopeError
 
 if TYPE_CHECKING:  # annotations only: the command stays light at import
@@ -108,6 +118,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flagged-only", action="store_true", help="write only the flagged rows")
     parser.add_argument("--evidence", action="store_true", help="append the evidence columns")
     parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the counts, the output path and each neighbour search (kind, parameters, measured recall) as "
+        "one JSON object (needs --out)",
+    )
+    parser.add_argument(
         "--evaluate",
         action="store_true",
         help="also print AUPRC and precision@100 against the planted truth, when the dataset has one",
@@ -138,9 +154,12 @@ def run(args: argparse.Namespace) -> int:
         index_kind=args.index,
         weights=weight_preset(args.weights),
         judge_top=args.judge_top,
+        mode_evidence=args.learn,  # other_mode is weighted 0 in the presets: computed only to learn from it
     )
     if args.learn_order not in FN_QUEUE_ORDERS:
         raise NegScopeError(f"unknown --learn-order {args.learn_order!r}; expected one of {', '.join(FN_QUEUE_ORDERS)}")
+    if args.json and not args.out:
+        raise NegScopeError("--json needs --out (the CSV cannot share stdout with the JSON)")
     run_ = load_run(args.run)
     store = _review_store(args) if args.learn else None  # checked before the search, which may take long
     guide = load_run(args.guide) if args.guide else None
@@ -154,8 +173,11 @@ def run(args: argparse.Namespace) -> int:
         table["flagged"] = flag_by(table, method="absolute", value=args.margin_absolute)
     elif args.margin_relative is not None:
         table["flagged"] = flag_by(table, method="relative", value=args.margin_relative)
-    info = sys.stdout if args.out else sys.stderr
+    info = sys.stdout if args.out and not args.json else sys.stderr
+    searches = list(table.attrs.get("searches", []))
     counts = table["source"].value_counts().to_dict()
+    report = {"run": str(args.run), "candidates": len(table), "by_source": counts}
+    report["flagged"] = int(table["flagged"].sum())
     by_source = ", ".join(f"{k} {v}" for k, v in counts.items())
     print(
         f"candidates: {len(table)} ({by_source}), flagged {int(table['flagged'].sum())}; "
@@ -167,9 +189,11 @@ def run(args: argparse.Namespace) -> int:
 
         truth = negative_truth(run_)
         if truth is None:
+            report["evaluation"] = None
             print("no planted truth beside this dataset; nothing to evaluate", file=info)
         else:
             q = quality_on_truth(table, truth)
+            report["evaluation"] = q
             print(
                 f"AUPRC {q['auprc']:.3f} (baseline neg_sim - pos_sim {q['auprc_baseline']:.3f}, random "
                 f"{q['prevalence']:.3f}); precision@{q['k']} {q['precision_at_k']:.3f} "
@@ -185,15 +209,36 @@ def run(args: argparse.Namespace) -> int:
     table = table[columns]
     if args.out:
         out = Path(args.out)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            table.to_csv(out, index=False)
-        except OSError as exc:
-            raise NegScopeError(f"cannot write {out}: {exc}") from exc
+        write_csv(table, out)
         print(f"wrote {len(table)} rows to {out}", file=info)
     else:
         table.to_csv(sys.stdout, index=False)
+    if args.json:
+        from analysis.search.graph import recorded_searches
+
+        report.update(rows_written=len(table), out=str(args.out), searches=searches)
+        report["shared_graphs"] = recorded_searches(run_)
+        write_json(report)
     return 0
+
+
+def write_csv(table: pd.DataFrame, out: Path) -> None:
+    """Write ``table`` to ``out`` with pyarrow's CSV writer (several times pandas' ``to_csv`` on a million rows;
+    strings quoted, booleans true/false, NaN and None as empty fields), pandas' where pyarrow cannot convert a
+    column (mixed Python objects)."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            arrow = pa.Table.from_pandas(table, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            table.to_csv(out, index=False)
+            return
+        pa_csv.write_csv(arrow, out, pa_csv.WriteOptions(quoting_style="needed"))
+    except OSError as exc:
+        raise NegScopeError(f"cannot write {out}: {exc}") from exc
 
 
 def _review_store(args: argparse.Namespace) -> ReviewStore:

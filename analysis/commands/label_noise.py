@@ -12,6 +12,11 @@ Example::
 The CSV has one row per examined pair or item, flagged or not: ``kind`` (mismatched_pair | label |
 duplicate), ``pair_id``, ``item_id``, ``other_item_id``, ``score``, ``flagged``, ``reason``, ``given_label``,
 ``suggested_label``; each kind sorted by score, highest first. Without ``--out`` the CSV goes to stdout.
+
+``--json`` (with ``--out``) prints one JSON object instead of the text lines: ``kinds`` (examined and flagged per
+detector), ``rows_written``, ``out``, ``mismatch`` (how its ranks were computed and each gallery's search:
+``kind`` exact | ivf | hnsw | ivfpq, measured ``recall``, ``description``), ``label_probes``, ``shared_graphs``
+(each shared neighbour graph: ``kind``, ``k``, measured ``recall``) and, with ``--evaluate``, ``evaluation``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from analysis.choices import INDEX_KINDS
 from analysis.choices import LABEL_EXAMINE as EXAMINE
 from analysis.choices import LABEL_METHODS as METHODS
 from analysis.choices import LABEL_NOISE_KINDS as KINDS
+from analysis.commands._json import write_json
 from analysis.errors import NegScopeError
 
 NAME = "label-noise"
@@ -70,6 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also print AUROC/AUPRC against the planted truth (truth.csv beside the dataset), when there is one",
     )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the counts, the output path and each search (kind, measured recall) as one JSON object "
+        "(needs --out)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     from analysis.runs.folder import load_run
 
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if args.json and not args.out:
+        raise NegScopeError("--json needs --out (the CSV cannot share stdout with the JSON)")
     run_ = load_run(args.run)
     result = detect_label_noise(
         run_,
@@ -94,26 +108,50 @@ def run(args: argparse.Namespace) -> int:
     if args.flagged_only:
         table = table[table["flagged"]]
     # Summaries go to stderr when the CSV itself goes to stdout.
-    info = sys.stdout if args.out else sys.stderr
+    info = sys.stdout if args.out and not args.json else sys.stderr
     summary = result.summary()
+    shown = summary[summary["kind"].isin(kinds)]
+    report = {
+        "run": str(args.run),
+        "kinds": {r.kind: {"examined": r.examined, "flagged": r.flagged} for r in shown.itertuples()},
+    }
     print(summary[summary["kind"].isin(kinds)].to_string(index=False), file=info)
     from analysis.search.graph import recorded_searches
 
     # which searches ran (exact, or approximate with the recall measured on a sample)
-    if result.mismatch.attrs.get("search"):
-        print(f"mismatched pairs: ranks {result.mismatch.attrs['ranks']}; {result.mismatch.attrs['search']}", file=info)
+    attrs = result.mismatch.attrs
+    if attrs.get("search"):
+        print(f"mismatched pairs: ranks {attrs['ranks']}; {attrs['search']}", file=info)
+        report["mismatch"] = {
+            "ranks": attrs["ranks"],
+            "recall": attrs.get("recall"),
+            "searches": [
+                {
+                    "gallery": gallery,
+                    "kind": attrs.get("search_kinds", {}).get(gallery),
+                    "recall": attrs.get("search_recalls", {}).get(gallery),
+                    "description": text,
+                }
+                for gallery, text in attrs["search"].items()
+            ],
+        }
+    report["label_probes"] = list(result.labels.attrs.get("probes", []))
     for probe in result.labels.attrs.get("probes", []):
         print(f"labels: {probe}", file=info)
-    for graph in recorded_searches(run_):
+    report["shared_graphs"] = recorded_searches(run_)
+    for graph in report["shared_graphs"]:
         print(f"shared neighbour graph: {graph}", file=info)
     if args.evaluate:
         from analysis.data.truth import pair_truth
 
         truth = pair_truth(run_)
         if truth is None:
+            report["evaluation"] = None
             print("no planted truth beside this dataset; nothing to evaluate", file=info)
         else:
-            print(evaluate_on_truth(result, truth).to_string(index=False, float_format="%.3f"), file=info)
+            evaluation = evaluate_on_truth(result, truth)
+            report["evaluation"] = evaluation.to_dict(orient="records")
+            print(evaluation.to_string(index=False, float_format="%.3f"), file=info)
     if args.out:
         out = Path(args.out)
         try:
@@ -124,4 +162,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {len(table)} rows to {out}", file=info)
     else:
         table.to_csv(sys.stdout, index=False)
+    if args.json:
+        report.update(rows_written=len(table), out=str(args.out))
+        write_json(report)
     return 0

@@ -55,6 +55,7 @@ import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faiss
@@ -187,6 +188,10 @@ class Settings:
         Seeds k-means and the index.
     judge_top : int
         Candidates a cross-encoder judge scores (the highest-ranked without it).
+    mode_evidence : bool
+        Compute ``other_mode`` (:func:`_mode_evidence`, a few seconds per million rows). When False and its weight
+        is 0, the column is left NaN (it would add 0 to the score); a nonzero ``weights.other_mode`` computes it
+        anyway. The CLI computes it only for ``--learn`` or a weight that uses it.
 
     Raises
     ------
@@ -206,6 +211,7 @@ class Settings:
     weights: Weights = field(default_factory=Weights)
     seed: int = 0
     judge_top: int = 1000
+    mode_evidence: bool = True
 
     def __post_init__(self) -> None:
         sources = (self.sources,) if isinstance(self.sources, str) else tuple(self.sources)
@@ -237,10 +243,30 @@ class _Search:
     neighbours: np.ndarray  # (A, R) item ids, -1 = none
     ranks: np.ndarray  # (A, R) 1-based rank after exclusions, 0 = excluded
     description: str
+    info: dict = field(default_factory=dict)  # search_info() of the index searched
 
 
 def _pair_keys(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
     return np.asarray(a, dtype=np.int64) * np.int64(n) + np.asarray(b, dtype=np.int64)
+
+
+def _unique_ids(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(ids, return_inverse=True)`` for item ids in [0, n), by a presence table (O(M + n), no sort):
+    the (U,) sorted distinct ids and the (M,) int64 position of each id among them."""
+    present = np.zeros(n, dtype=bool)
+    present[ids] = True
+    distinct = np.flatnonzero(present)
+    return distinct, (np.cumsum(present) - 1)[ids]
+
+
+def _in_sorted(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """``np.isin(keys, sorted_keys)`` for ``sorted_keys`` sorted and unique (``np.unique``'s output): a binary
+    search per key instead of sorting both arrays together, several times faster on millions of keys."""
+    keys = np.asarray(keys)
+    if not len(sorted_keys):
+        return np.zeros(keys.shape, dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[pos] == keys
 
 
 def _lookup(keys: np.ndarray, table_keys: np.ndarray, table_values: np.ndarray, missing) -> np.ndarray:
@@ -275,10 +301,26 @@ def _neighbour_search(
     _, rows = index.search(emb[anchors], k, progress=progress)
     neighbours = np.where(rows >= 0, corpus_ids[np.maximum(rows, 0)], -1)
     keys = _pair_keys(np.repeat(anchors, neighbours.shape[1]), neighbours.ravel(), n)
-    excluded = (np.isin(keys, exclude_keys) | (neighbours.ravel() < 0)).reshape(neighbours.shape)
+    excluded = (_in_sorted(keys, exclude_keys) | (neighbours.ravel() < 0)).reshape(neighbours.shape)
     ranks = np.where(excluded, 0, np.cumsum(~excluded, axis=1))
     ranks[ranks > depth] = 0
-    return _Search(anchors=anchors, neighbours=neighbours, ranks=ranks, description=index.describe())
+    return _Search(
+        anchors=anchors, neighbours=neighbours, ranks=ranks, description=index.describe(), info=search_info(index)
+    )
+
+
+def search_info(index: SearchIndex) -> dict[str, Any]:
+    """What a search was, for JSON output: ``kind`` (exact | ivf | hnsw | ivfpq), ``params``, the measured
+    ``recall`` at ``recall_k`` (1.0 for exact search; None when not measured) and the one-line ``description``."""
+    recall = None if index.recall is None else round(float(index.recall), 4)
+    params = {k: (v.item() if hasattr(v, "item") else v) for k, v in index.params.items()}
+    return {
+        "kind": index.kind,
+        "params": params,
+        "recall": recall,
+        "recall_k": int(index.recall_k),
+        "description": index.describe(),
+    }
 
 
 def row_dots(a: np.ndarray, i: np.ndarray, b: np.ndarray, j: np.ndarray, *, block: int = 65536) -> np.ndarray:
@@ -468,32 +510,52 @@ def _fmt(values: np.ndarray, spec: str) -> np.ndarray:
 
 def _reasons(df: pd.DataFrame, contrib: dict[str, np.ndarray], labels: np.ndarray) -> np.ndarray:
     """Short text per row: the similarities, then up to three pieces of evidence that pushed the score up
-    (contribution >= 0.5 log-odds), strongest first; built column-wise so that millions of rows stay fast."""
+    (contribution >= 0.5 log-odds), strongest first (ties: the order of ``contrib``); built column-wise, each
+    piece's text formatted only for the rows that show it, so that millions of rows stay fast."""
     m = len(df)
     if m == 0:
         return np.zeros(0, dtype=object)
-    keys = list(contrib)
-    mat = np.stack([contrib[k] for k in keys], axis=1)
+    # evidence that fires nowhere (a weight of 0) cannot be shown: leaving it out keeps the order of the rest
+    keys = [k for k in contrib if np.any(contrib[k] >= 0.5)]
     neg = df["neg_sim"].to_numpy(np.float64)
     pos = df["pos_sim"].to_numpy(np.float64)
+    sims = "neg_sim " + _fmt(neg, ".2f") + np.where(neg >= pos, " >= ", " < ").astype(object) + "pos_sim "
+    sims = sims + _fmt(pos, ".2f") + "; "
+    if not keys:
+        return sims + "little evidence"
+    mat = np.stack([contrib[k] for k in keys], axis=1)
+    rows_all = np.arange(m)
+    code = np.full((m, min(3, len(keys))), -1, dtype=np.int64)  # the strongest three, ties by key order
+    for slot in range(code.shape[1]):
+        best = np.argmax(mat, axis=1)  # the first of equal maxima, as a stable sort
+        hit = mat[rows_all, best] >= 0.5
+        code[hit, slot] = best[hit]
+        mat[rows_all, best] = -np.inf
+    fired = code >= 0  # (M, <=3); a prefix of each row fires
     stp = df["sim_to_positive"].to_numpy(np.float64)
-    # the text of every piece of evidence for every row, (M, E) object
-    texts = np.empty((m, len(keys)), dtype=object)
-    for j, key in enumerate(keys):
-        texts[:, j] = REASON_TEXT[key]
-        if key == "sim_to_positive":
-            texts[:, j] = np.where(np.isfinite(stp), REASON_TEXT[key] + " (" + _fmt(stp, ".2f") + ")", REASON_TEXT[key])
-        elif key == "rank":
-            texts[:, j] = REASON_TEXT[key] + " (rank " + _fmt(df["rank"].to_numpy(), "d") + ")"
-        elif key == "label":
-            lab = np.array(["" if v is None else f" {v}" for v in labels], dtype=object)
-            texts[:, j] = REASON_TEXT[key] + lab
-    order = np.argsort(-mat, axis=1, kind="stable")[:, :3]
-    rows = np.arange(m)[:, None]
-    fired = np.where(mat[rows, order] >= 0.5, texts[rows, order], "")
-    evidence = np.array(["; ".join(p for p in r if p) or "little evidence" for r in fired.tolist()], dtype=object)
-    sims = "neg_sim " + _fmt(neg, ".2f") + np.where(neg >= pos, " >= ", " < ") + "pos_sim " + _fmt(pos, ".2f")
-    return sims + "; " + evidence
+    rank = df["rank"].to_numpy()
+    pieces = []
+    for slot in range(code.shape[1]):
+        piece = np.full(m, "", dtype=object)
+        for j, key in enumerate(keys):
+            rows = np.flatnonzero(code[:, slot] == j)
+            if not len(rows):
+                continue
+            text = REASON_TEXT[key]
+            if key == "sim_to_positive":
+                v = stp[rows]
+                piece[rows] = np.where(np.isfinite(v), text + " (" + _fmt(v, ".2f") + ")", text)
+            elif key == "rank":
+                piece[rows] = text + " (rank " + _fmt(rank[rows], "d") + ")"
+            elif key == "label":
+                piece[rows] = [text if v is None else f"{text} {v}" for v in labels[rows].tolist()]
+            else:
+                piece[rows] = text
+        pieces.append(piece)
+    evidence = np.where(fired[:, 0], pieces[0], "little evidence").astype(object)
+    for slot in range(1, len(pieces)):
+        evidence = np.where(fired[:, slot], evidence + "; " + pieces[slot], evidence)
+    return sims + evidence
 
 
 @dataclass(frozen=True)
@@ -530,8 +592,11 @@ class _RunArrays:
         """(A,) every anchor item id and the index over their embeddings, built once per run and search kind."""
         anchors_all = np.unique(self.anchor_of)
         if self.run is None:
-            return anchors_all, build_index(self.emb[anchors_all], kind=s.index_kind, n_queries=n_queries, seed=s.seed)
-        return anchors_all, run_index(self.run, anchors_all, kind=s.index_kind, n_queries=n_queries, seed=s.seed)
+            index = build_index(self.emb[anchors_all], kind=s.index_kind, n_queries=n_queries, seed=s.seed)
+        else:
+            index = run_index(self.run, anchors_all, kind=s.index_kind, n_queries=n_queries, seed=s.seed)
+        self.searched["anchor_index"] = search_info(index)  # reported beside the result (attrs["searches"])
+        return anchors_all, index
 
 
 @dataclass(frozen=True)
@@ -593,7 +658,7 @@ def _mined_candidates(
     """Each anchor's ``mine_k`` nearest non-positive items, for every pair of that anchor whose positive has
     the item's modality, minus the pairs' listed candidates (source ``mined``)."""
     n_pairs = len(r.anchor_of)
-    have = _pair_keys(listed.pair, listed.item, r.n_items)
+    have = np.unique(_pair_keys(listed.pair, listed.item, r.n_items))
     extra_pair, extra_item = [], []
     for search in searches.values():
         sel = (search.ranks >= 1) & (search.ranks <= mine_k)
@@ -607,7 +672,7 @@ def _mined_candidates(
         c = expanded["item"].to_numpy(np.int64)
         same_mod = r.modality[c] == r.modality[r.positive_of[p]]
         keys = _pair_keys(p, c, r.n_items)
-        new = same_mod & ~np.isin(keys, have)
+        new = same_mod & ~_in_sorted(keys, have)
         extra_pair.append(p[new])
         extra_item.append(c[new])
     pair = np.concatenate(extra_pair) if extra_pair else np.zeros(0, dtype=np.int64)
@@ -615,10 +680,13 @@ def _mined_candidates(
     return _CandidateRows(pair=pair, item=item, source=np.full(len(pair), "mined", dtype=object))
 
 
-def _similarity_evidence(r: _RunArrays, a: np.ndarray, p: np.ndarray, c: np.ndarray) -> dict[str, np.ndarray]:
-    """``pos_sim``, ``neg_sim``, ``sim_diff``, ``sim_ratio`` and ``sim_to_positive`` (NaN across modalities)."""
+def _similarity_evidence(
+    r: _RunArrays, a: np.ndarray, p: np.ndarray, c: np.ndarray, pair: np.ndarray
+) -> dict[str, np.ndarray]:
+    """``pos_sim``, ``neg_sim``, ``sim_diff``, ``sim_ratio`` and ``sim_to_positive`` (NaN across modalities);
+    ``pair`` (M,) is each row's pair (a = anchor_of[pair], p = positive_of[pair]): pos_sim is computed per pair."""
     emb = r.emb
-    pos_sim = row_dots(emb, a, emb, p)
+    pos_sim = row_dots(emb, r.anchor_of, emb, r.positive_of)[pair]
     neg_sim = row_dots(emb, a, emb, c)
     with np.errstate(divide="ignore", invalid="ignore"):
         sim_ratio = neg_sim / np.abs(pos_sim)
@@ -660,7 +728,7 @@ def _mutual_evidence(r: _RunArrays, s: Settings, a: np.ndarray, c: np.ndarray, r
         rows_mod = rows_close[r.modality[c[rows_close]] == mod]
         if not len(rows_mod):
             continue
-        uc, inv = np.unique(c[rows_mod], return_inverse=True)
+        uc, inv = _unique_ids(c[rows_mod], r.n_items)
         k = min(s.mutual_k + 1, len(anchors_all))
         _, nb = anchor_index.search(emb[uc], k)
         nb_items = np.where(nb >= 0, anchors_all[np.maximum(nb, 0)], -1)
@@ -681,10 +749,31 @@ def _cluster_evidence(r: _RunArrays, s: Settings, p: np.ndarray, c: np.ndarray) 
     for mod in sorted(set(r.modality[c].tolist())) if len(c) else []:
         ids = np.flatnonzero(r.modality == mod)
         cells = np.full(r.n_items, -1, dtype=np.int64)
-        cells[ids] = cluster_items(r.emb[ids], n_clusters=s.n_clusters, seed=s.seed)
+        cells[ids] = _cached_cells(r, s, mod, ids)
         rows_mod = np.flatnonzero((r.modality[c] == mod) & same_mod)
         same_cluster[rows_mod] = (cells[c[rows_mod]] == cells[p[rows_mod]]).astype(np.float64)
     return same_cluster
+
+
+def _cached_cells(r: _RunArrays, s: Settings, modality: str, ids: np.ndarray) -> np.ndarray:
+    """(len(ids),) int64 :func:`cluster_items` cells of the items ``ids``, cached in the run folder (``RUN/cache/``,
+    keyed by the item set, a sample of its embeddings, the cell count and the seed) beside the neighbour graphs."""
+    if r.run is None:
+        return cluster_items(r.emb[ids], n_clusters=s.n_clusters, seed=s.seed)
+    from analysis.search.graph import CACHE_DIR, _digest, _write_array
+
+    k = default_n_clusters(len(ids)) if s.n_clusters is None else int(max(1, min(s.n_clusters, len(ids))))
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(modality))[:40] or "items"
+    path = Path(r.run.path) / CACHE_DIR / f"cells-{safe}-k{k}-seed{int(s.seed)}-{_digest(r.run, ids)}.npy"
+    try:
+        cells = np.load(path, allow_pickle=False)
+        if cells.shape == (len(ids),) and cells.dtype == np.int64:
+            return cells
+    except (OSError, ValueError):
+        pass
+    cells = cluster_items(r.emb[ids], n_clusters=s.n_clusters, seed=s.seed)
+    _write_array(path, cells)
+    return cells
 
 
 def _label_evidence(
@@ -701,13 +790,15 @@ def _label_evidence(
     pair_label = np.full(m, None, dtype=object)
     if use_labels and "label" in run.items.columns and m:
         labels = run.labels
-        anchor_missing = np.array([x is None for x in labels[a]], dtype=bool)
-        pl = np.where(anchor_missing, labels[p], labels[a])
+        # per item once (N), then gathered per row (M): millions of rows, no Python loop over them
+        missing = np.array([x is None for x in labels], dtype=bool)
+        has_sep = np.array([LABEL_SEPARATOR in str(x) for x in labels], dtype=bool)
+        pi = np.where(missing[a], p, a)  # the item whose label is the pair's
+        pl = labels[pi]
         cl = labels[c]
-        known = np.array([x is not None and y is not None for x, y in zip(pl, cl, strict=True)], dtype=bool)
+        known = ~missing[pi] & ~missing[c]
         label_agree[known] = (pl[known] == cl[known]).astype(np.float64)
-        multi = known & np.array([LABEL_SEPARATOR in str(x) for x in cl], dtype=bool)
-        multi |= known & np.array([LABEL_SEPARATOR in str(x) for x in pl], dtype=bool)
+        multi = known & (has_sep[c] | has_sep[pi])
         for i in np.flatnonzero(multi).tolist():
             sa = {t.strip() for t in str(pl[i]).split(LABEL_SEPARATOR)} - {""}
             sc = {t.strip() for t in str(cl[i]).split(LABEL_SEPARATOR)} - {""}
@@ -764,37 +855,47 @@ def _anchor_neighbours(r: _RunArrays, s: Settings, queries: np.ndarray, k: int) 
     sims, nb = index.search(r.emb[queries], depth)
     items = np.where(nb >= 0, anchors_all[np.maximum(nb, 0)], -1)
     valid = (items >= 0) & (items != queries[:, None])
-    keep = valid & (np.cumsum(valid, axis=1) <= k)
+    position = np.cumsum(valid, axis=1)  # 1-based position among the valid entries
+    keep = valid & (position <= k)
     # shift the kept entries left so that column j is the (j+1)-th nearest other anchor
-    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-    rows = np.arange(len(queries))[:, None]
-    out_items = np.where(keep[rows, order], items[rows, order], -1)
-    out_sims = np.where(keep[rows, order], np.asarray(sims, dtype=np.float64)[rows, order], np.nan)
-    if out_items.shape[1] < k:
-        pad = k - out_items.shape[1]
-        out_items = np.pad(out_items, ((0, 0), (0, pad)), constant_values=-1)
-        out_sims = np.pad(out_sims, ((0, 0), (0, pad)), constant_values=np.nan)
+    row, col = np.nonzero(keep)
+    out_items = np.full((len(queries), k), -1, dtype=np.int64)
+    out_sims = np.full((len(queries), k), np.nan)
+    out_items[row, position[row, col] - 1] = items[row, col]
+    out_sims[row, position[row, col] - 1] = sims[row, col]
     r.searched[key] = (out_items, out_sims)
     return out_items, out_sims
 
 
-def _reverse_rank_evidence(r: _RunArrays, s: Settings, a: np.ndarray, c: np.ndarray) -> np.ndarray:
+def _reverse_rank_evidence(
+    r: _RunArrays, s: Settings, a: np.ndarray, c: np.ndarray, *, block: int = 65536
+) -> np.ndarray:
     """(M,) int64 ``reverse_rank``: a's 1-based rank among c's nearest anchors (c itself left out), and
     ``rank_depth + 1`` beyond ``rank_depth``: 1 means no other anchor fits c better than a does."""
     depth = int(s.rank_depth)
     out = np.full(len(c), depth + 1, dtype=np.int64)
     if not len(c):
         return out
-    uc, inv = np.unique(c, return_inverse=True)
+    uc, inv = _unique_ids(c, r.n_items)
     nb, _ = _anchor_neighbours(r, s, uc, depth)
-    pos = np.arange(1, nb.shape[1] + 1)[None, :]
-    hit = nb[inv.reshape(-1)] == a[:, None]
-    found = hit.any(axis=1)
-    out[found] = np.where(hit, pos, depth + 1).min(axis=1)[found]
+    inv = inv.reshape(-1)
+    for start in range(0, len(c), block):  # blocks: (block, depth) at a time, not (M, depth)
+        stop = min(start + block, len(c))
+        hit = nb[inv[start:stop]] == a[start:stop, None]
+        first = hit.argmax(axis=1)  # the first hit is a's rank
+        found = hit[np.arange(stop - start), first]
+        out[start:stop][found] = first[found] + 1
     return out
 
 
-def _csls_evidence(r: _RunArrays, s: Settings, searches: dict[str, _Search], a: np.ndarray, c: np.ndarray) -> np.ndarray:
+def _csls_evidence(
+    r: _RunArrays,
+    s: Settings,
+    searches: dict[str, _Search],
+    a: np.ndarray,
+    c: np.ndarray,
+    neg_sim: np.ndarray | None = None,
+) -> np.ndarray:
     """(M,) ``csls`` = 2 a·c - r_a - r_c (cross-domain similarity local scaling, Conneau et al. 2018): r_a is
     the mean similarity of a to its ``mutual_k`` nearest items of c's modality (its own positives left out),
     r_c that of c to its ``mutual_k`` nearest anchors (c left out). High when a and c are close for the two
@@ -804,7 +905,7 @@ def _csls_evidence(r: _RunArrays, s: Settings, searches: dict[str, _Search], a: 
     out = np.full(m, np.nan)
     if not m:
         return out
-    uc, inv_c = np.unique(c, return_inverse=True)
+    uc, inv_c = _unique_ids(c, r.n_items)
     _, sims_c = _anchor_neighbours(r, s, uc, k)
     with np.errstate(invalid="ignore"):
         r_c = np.nanmean(np.where(np.isfinite(sims_c), sims_c, np.nan), axis=1) if sims_c.shape[1] else np.full(len(uc), np.nan)
@@ -824,7 +925,8 @@ def _csls_evidence(r: _RunArrays, s: Settings, searches: dict[str, _Search], a: 
         at = np.clip(at, 0, max(len(search.anchors) - 1, 0))
         ok = (search.anchors[at] == a[rows_mod]) & has[at]
         r_a[rows_mod[ok]] = mean_a[at[ok]]
-    neg_sim = row_dots(r.emb, a, r.emb, c)
+    if neg_sim is None:  # (M,) a·c, when the caller has not computed it already
+        neg_sim = row_dots(r.emb, a, r.emb, c)
     return 2.0 * neg_sim - r_a - r_c[inv_c.reshape(-1)]
 
 
@@ -833,7 +935,7 @@ def _claimed_evidence(r: _RunArrays, a: np.ndarray, c: np.ndarray) -> np.ndarray
     has c as its match)."""
     keys = np.unique(_pair_keys(r.positive_of, r.anchor_of, r.n_items))
     pos_counts = np.bincount(r.positive_of, minlength=r.n_items)
-    own = np.isin(_pair_keys(c, a, r.n_items), keys)
+    own = _in_sorted(_pair_keys(c, a, r.n_items), keys)
     # claimed by someone else: c is a positive in more pairs than those of anchor a
     own_count = np.zeros(len(c))
     if own.any():
@@ -899,20 +1001,34 @@ def neighbourhood_modes(
         valid = members >= 0
         x = np.asarray(embeddings[np.maximum(members, 0)], dtype=np.float64) * valid[:, :, None]  # (B, K + 1, D)
         rows = np.arange(stop - start)
-        to_p = (x @ x[:, 0, :, None])[:, :, 0]
+        # the Lloyd steps run on the (B, K + 1, K + 1) Gram matrix: a centre is a member-weight vector w over
+        # the members (its vector x^T w / ||x^T w||), so x_j . centre = (G w)_j / sqrt(w^T G w); D drops out
+        gram = x @ x.transpose(0, 2, 1)
+        to_p = gram[:, :, 0]
         far = np.argmin(np.where(valid & (np.arange(members.shape[1]) > 0), to_p, np.inf), axis=1)
-        c_p, c_o = x[:, 0].copy(), x[rows, far].copy()
+        w_p = np.zeros(valid.shape)
+        w_o = np.zeros(valid.shape)
+        w_p[:, 0] = 1.0  # the seeds are the members themselves, not normalised
+        w_o[rows, far] = 1.0
+        s_p = np.ones(len(rows))
+        s_o = np.ones(len(rows))
         other = np.zeros(valid.shape, dtype=bool)
         for step in range(max(int(iterations), 1)):
             previous = other
-            other = valid & ((x @ c_o[:, :, None])[:, :, 0] > (x @ c_p[:, :, None])[:, :, 0])
+            to_o = np.einsum("bjk,bk->bj", gram, w_o) * s_o[:, None]
+            to_c = np.einsum("bjk,bk->bj", gram, w_p) * s_p[:, None]
+            other = valid & (to_o > to_c)
             other[:, 0] = False
             if step and np.array_equal(other, previous):
                 break  # a fixed point: the centres would not change any more
-            c_p = unit(((valid & ~other).astype(np.float64)[:, None, :] @ x)[:, 0])
-            c_o = unit((other.astype(np.float64)[:, None, :] @ x)[:, 0])
+            w_p = (valid & ~other).astype(np.float64)
+            w_o = other.astype(np.float64)
+            for w, scale in ((w_p, s_p), (w_o, s_o)):
+                norm = np.sqrt(np.maximum(np.einsum("bj,bjk,bk->b", w, gram, w), 0.0))
+                scale[:] = np.where(norm > 1e-12, 1.0 / np.maximum(norm, 1e-12), 0.0)
         in_p = valid & ~other
-        gram = x @ x.transpose(0, 2, 1)
+        c_p = unit(np.einsum("bk,bkd->bd", in_p.astype(np.float64), x))
+        c_o = unit(np.einsum("bk,bkd->bd", other.astype(np.float64), x))
         both = valid[:, :, None] & valid[:, None, :] & ~np.eye(members.shape[1], dtype=bool)[None]
         same = both & (other[:, :, None] == other[:, None, :])
         diff = both & (other[:, :, None] != other[:, None, :])
@@ -961,7 +1077,7 @@ def _mode_evidence(
         for start in range(0, len(rows_mod), block):
             rows, w = rows_mod[start : start + block], which[start : start + block]
             ec = np.asarray(r.emb[c[rows]], dtype=np.float64)
-            gap = np.einsum("md,md->m", ec, c_o[w]) - np.einsum("md,md->m", ec, c_p[w])
+            gap = np.einsum("md,md->m", ec, c_o[w] - c_p[w])
             out[rows] = np.maximum(sep[w], 0.0) * gap
     return out
 
@@ -980,14 +1096,14 @@ def _anchor_vote_evidence(
         a_row, col = np.nonzero(search.ranks == 1)
         listed.append(_pair_keys(search.anchors[a_row], search.neighbours[a_row, col], r.n_items))
     listed_keys = np.unique(np.concatenate(listed))
-    ua, inv = np.unique(a, return_inverse=True)
+    ua, inv = _unique_ids(a, r.n_items)
     nb, _ = _anchor_neighbours(r, s, ua, k)
     inv = inv.reshape(-1)
     for start in range(0, len(c), block):
         stop = min(start + block, len(c))
         b = nb[inv[start:stop]]
         keys = _pair_keys(np.maximum(b, 0), np.repeat(c[start:stop, None], b.shape[1], axis=1), r.n_items)
-        hit = np.isin(keys, listed_keys) & (b >= 0)
+        hit = _in_sorted(keys, listed_keys) & (b >= 0)
         out[start:stop] = hit.sum(axis=1) / max(k, 1)
     return out
 
@@ -1137,7 +1253,7 @@ def find_false_negatives(
 
     a, p, c = r.anchor_of[cands.pair], r.positive_of[cands.pair], cands.item
     m = len(c)
-    ev = _similarity_evidence(r, a, p, c)
+    ev = _similarity_evidence(r, a, p, c, cands.pair)
     ev["rank"] = _rank_evidence(r, searches, a, c, max(s.rank_depth, s.mine_k, s.mutual_k))
     report(0.5)
     ev["anchor_side_sim"] = anchor_side_similarity(r.emb, r.anchor_of, r.positive_of, a, p, c)
@@ -1151,9 +1267,12 @@ def find_false_negatives(
     ev["neg_z"] = _anchor_z_evidence(a, ev["neg_sim"], cands.source)
     ev["reverse_rank"] = _reverse_rank_evidence(r, s, a, c)
     ev["anchor_vote"] = _anchor_vote_evidence(r, s, searches, a, c)
-    ev["csls"] = _csls_evidence(r, s, searches, a, c)
+    ev["csls"] = _csls_evidence(r, s, searches, a, c, ev["neg_sim"])
     ev["claimed"] = _claimed_evidence(r, a, c)
-    ev["other_mode"] = _mode_evidence(r, s, searches, a, p, c)
+    if s.mode_evidence or s.weights.other_mode != 0.0:
+        ev["other_mode"] = _mode_evidence(r, s, searches, a, p, c)
+    else:  # not asked for and weighted 0: NaN, a term of 0, as computing it would give
+        ev["other_mode"] = np.full(m, np.nan)
     for name in ("judge_candidate", "judge_positive", "judge_diff"):
         ev[name] = np.full(m, np.nan)
     report(0.85)
@@ -1188,6 +1307,12 @@ def find_false_negatives(
     order = queue_order(logit, ev["sim_diff"], ev["neg_sim"])
     df = df.iloc[order].reset_index(drop=True)
     df.attrs["index"] = "; ".join(f"{mod}: {sr.description}" for mod, sr in searches.items())
+    # each search that ran, with its kind, parameters and measured recall (search_info)
+    df.attrs["searches"] = [
+        {"search": "candidates", "modality": mod, "anchors": len(sr.anchors), **sr.info} for mod, sr in searches.items()
+    ]
+    if "anchor_index" in r.searched:
+        df.attrs["searches"].append({"search": "anchor_neighbours", **r.searched["anchor_index"]})
     df.attrs["settings"] = asdict(s)
     report(1.0)
     return df

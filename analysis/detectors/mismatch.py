@@ -301,7 +301,8 @@ def mismatched_pairs(
     search : {"auto", "exact", "ivf", "hnsw"}
         The gallery search: 'auto' is exact while :func:`analysis.search.rule.choose_kind` says the work is
         small, else approximate with estimated ranks (``attrs["ranks"]``, ``attrs["search"]`` and the
-        measured ``attrs["recall"]`` say which ran).
+        measured ``attrs["recall"]`` say which ran; ``attrs["search_kinds"]`` and ``attrs["search_recalls"]`` per
+        gallery).
     progress : callable, optional
         Called with the fraction done.
 
@@ -422,6 +423,8 @@ def mismatched_pairs(
                 else f"estimated (top {RANK_TOP_K} searched, beyond it a {RANK_SAMPLE}-row gallery sample)"
             ),
             "search": {"positive gallery": idx_p.describe(), "anchor gallery": idx_a.describe()},
+            "search_kinds": {"positive gallery": idx_p.kind, "anchor gallery": idx_a.kind},
+            "search_recalls": {"positive gallery": idx_p.recall, "anchor gallery": idx_a.recall},
             "recall": min(float(idx_p.recall or 0.0), float(idx_a.recall or 0.0)),
         }
     )

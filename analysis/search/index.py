@@ -283,8 +283,21 @@ def build_index(
     n, d = corpus.shape
     auto = kind == "auto"
     kind = resolve_kind(kind, n if n_queries is None else int(n_queries), n, d, budget=exact_budget)
+    if kind == "ivfpq" and not auto:
+        # forced: a real IVF-PQ index (PQ codes, exact re-ranking) over the in-memory rows as one part
+        from analysis.search.ivfpq import PartedCorpus, build_ivfpq_index
+
+        return build_ivfpq_index(
+            PartedCorpus.from_parts([(0, corpus)]),
+            sample_queries=sample_queries,
+            n_sample=n_sample,
+            target_recall=target_recall,
+            recall_k=recall_k,
+            seed=seed,
+            progress=progress,
+        )
     if kind == "ivfpq":
-        kind = "ivf"  # the rows are in memory here already; IVF-PQ serves corpora read from shards (ivfpq.py)
+        kind = "ivf"  # 'auto' beyond memory, but these rows are in memory already: IVF serves them
     if kind == "exact" or n == 0:
         index = flat_index(corpus) if n else faiss.IndexFlatIP(corpus.shape[1])
         if progress is not None:
