@@ -132,9 +132,9 @@ def test_run_index_builds_ivfpq_from_the_shards_and_reuses_it(tmp_path: Path) ->
     _, pos = index.search(emb[ids[:100]], 10)
     ref = _reference_top10(emb[ids[:100]], emb[ids])
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(pos, ref, strict=True)]) >= 0.95
-    # rows already in memory (build_index) or in no part order: IVF over the copied rows instead
-    assert build_index(emb, kind="ivfpq", seed=0).kind == "ivf"
-    assert run_index(run, ids[::-1].copy(), kind="ivfpq", seed=0).kind == "ivf"
+    # rows already in memory (build_index) or in no part order: a forced IVF-PQ over the gathered rows
+    assert build_index(emb, kind="ivfpq", seed=0).kind == "ivfpq"
+    assert run_index(run, ids[::-1].copy(), kind="ivfpq", seed=0).kind == "ivfpq"
 
 
 @pytest.mark.slow

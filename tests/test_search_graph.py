@@ -184,12 +184,33 @@ def test_one_index_per_item_set_is_shared_by_the_graph_and_the_galleries(tmp_pat
     graph = run_graph(run, anchors, kind="ivf", cache=False)
     assert graph.kind == "ivf" and graph.recall == pytest.approx(first.recall)
     # its trained cells are cached in the run folder: another process rebuilds the same index without training
-    assert len(list((Path(run.path) / CACHE_DIR).glob("ivf-*.npy"))) == 1
+    # (two files: the cells of this item set, and the same cells kept for other item sets of its modality)
+    assert len(list((Path(run.path) / CACHE_DIR).glob("ivf-*.npy"))) == 2
     again = run_index(load_run(run.path), anchors, kind="ivf", n_queries=300)
     assert again is not first and again.params == first.params and again.recall == first.recall
     queries = run.embeddings[anchors[:50]]
     for got, want in zip(again.search(queries, 5), first.search(queries, 5), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_another_item_set_of_the_same_modality_reuses_the_trained_cells(tmp_path: Path) -> None:
+    """label-noise's positive gallery after false-negatives' corpus: one k-means training, recall still measured."""
+    from analysis.search.graph import run_index
+    from analysis.search.index import ivf_centroids
+
+    run, _ = make_synthetic_run(tmp_path / "run", n_pairs=300, dim=16, two_modalities=False)
+    anchors = np.unique(run.pairs["anchor_id"].to_numpy())
+    positives = np.unique(run.pairs["positive_id"].to_numpy())
+    assert not np.array_equal(anchors, positives)
+    first = run_index(run, anchors, kind="ivf", n_queries=300)
+    other = run_index(load_run(run.path), positives, kind="ivf", n_queries=300)
+    np.testing.assert_array_equal(ivf_centroids(other.index), ivf_centroids(first.index))
+    assert other.recall is not None and other.recall >= 0.95
+    # exact top-5 of some positives among the positives, in float64, found by the shared-cell index
+    x = run.embeddings[positives].astype(np.float64)
+    want = np.argsort(-(x[:40] @ x.T), axis=1, kind="stable")[:, :5]
+    _, got = other.search(run.embeddings[positives[:40]], 5)
+    assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(got, want, strict=True)]) >= 0.9
 
 
 def test_label_flags_through_an_approximate_graph_agree_with_exact(tmp_path: Path) -> None:

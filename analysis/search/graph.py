@@ -158,6 +158,23 @@ def _digest(run: Run, item_ids: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _shared_cells_path(run: Run, item_ids: np.ndarray, *, seed: int) -> Path:
+    """Where IVF cells trained on *any* item set of the same modalities and cell count are kept.
+
+    The cells are k-means centroids of the embedding space; an index over another subset of the same
+    modality's items (the positives alone, the anchors alone, all of them) partitions its rows as well with
+    them, and its probe depth is still tuned until the measured recall holds. Sharing them spares a later
+    command (label-noise after false-negatives) its k-means training. Modalities are kept apart: cells of
+    one modality would fit another poorly across the modality gap.
+    """
+    from analysis.search.index import default_nlist
+
+    mods = "+".join(sorted({str(m) for m in run.items["modality"].to_numpy()[item_ids]})) or "items"
+    mods = "".join(ch if ch.isalnum() or ch in "+_" else "_" for ch in mods)[:40]
+    dim = int(run.embeddings.shape[1])
+    return Path(run.path) / CACHE_DIR / f"ivf-{mods}-d{dim}-n{default_nlist(len(item_ids))}-s{int(seed)}.npy"
+
+
 def cache_path(run: Run, modality: str, k: int, digest: str) -> Path:
     """Where the graph of one item set is cached in the run folder."""
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(modality))[:40] or "items"
@@ -321,7 +338,9 @@ def run_index(
         Seed of the k-means training and of the recall sample.
     cache : bool
         Read and write an IVF index's trained cells in the run folder (``RUN/cache/ivf-<digest>-s<seed>.npy``,
-        a plain (nlist, D) float32 array): a later process rebuilds the same index without training it.
+        a plain (nlist, D) float32 array): a later process rebuilds the same index without training it. The
+        first cells trained for a modality are also kept for every other item set of that modality with the
+        same cell count (:func:`_shared_cells_path`), which then skips its k-means training too.
     progress : callable, optional
         Called with the fraction done.
 
@@ -354,12 +373,15 @@ def run_index(
     elif found is None:
         # an IVF index's trained cells are kept in the run folder's cache: a later process only fills them
         cells = Path(run.path) / CACHE_DIR / f"ivf-{_digest(run, item_ids)}-s{int(seed)}.npy"
+        shared = _shared_cells_path(run, item_ids, seed=seed)
         centroids = None
         if resolved == "ivf" and cache:
-            try:
-                centroids = np.load(cells, allow_pickle=False)
-            except (OSError, ValueError):
-                centroids = None
+            for path in (cells, shared):
+                try:
+                    centroids = np.load(path, allow_pickle=False)
+                    break
+                except (OSError, ValueError):
+                    centroids = None
         found = build_index(
             run.embeddings[item_ids],
             kind=kind,
@@ -371,7 +393,10 @@ def run_index(
             progress=progress,
         )
         if found.kind == "ivf" and centroids is None and cache:
-            _write_array(cells, ivf_centroids(found.index))
+            trained = ivf_centroids(found.index)
+            _write_array(cells, trained)
+            if not shared.exists():
+                _write_array(shared, trained)
         memo[key] = found
     elif progress is not None:
         progress(1.0)
