@@ -38,6 +38,16 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def clustered_unit_vectors(
+    rng: np.random.Generator, n: int, d: int, *, n_clusters: int = 40, spread: float = 0.3
+) -> np.ndarray:
+    """(n, d) float32 unit rows clustered like real embeddings: ``n_clusters`` Gaussian centres drawn from
+    ``rng``, each row a random centre plus ``spread`` Gaussian noise, normalised (``rng`` is advanced, so a
+    caller's later draws stay seeded)."""
+    centres = rng.normal(size=(n_clusters, d))
+    return _unit(centres[rng.integers(0, n_clusters, n)] + spread * rng.normal(size=(n, d))).astype(np.float32)
+
+
 def make_synthetic_run(
     path: Path,
     *,

@@ -16,6 +16,7 @@ from analysis.maps.embedding_map import (
     umap_2d,
 )
 from analysis.search.exact import knn_graph
+from tests.synthetic import clustered_unit_vectors
 
 
 def test_placement_is_the_weighted_mean_of_the_nearest_placed_neighbours() -> None:
@@ -58,10 +59,7 @@ def test_notes_and_counts() -> None:
 
 @pytest.mark.slow
 def test_a_map_fitted_on_a_sample_keeps_the_neighbourhoods() -> None:
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(12, 24))
-    x = centres[rng.integers(0, 12, 3000)] + 0.35 * rng.normal(size=(3000, 24))
-    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    x = clustered_unit_vectors(np.random.default_rng(0), 3000, 24, n_clusters=12, spread=0.35)
     sims, ids = knn_graph(x, 15)
     full = umap_2d(x, seed=0, max_fit=None, neighbours=(ids, sims))
     sampled = umap_2d(x, seed=0, max_fit=1000, neighbours=(ids, sims))
@@ -77,9 +75,7 @@ def test_the_sample_graph_finds_the_samples_nearest_items() -> None:
     from analysis.maps.embedding_map import sample_graph
 
     rng = np.random.default_rng(1)
-    centres = rng.normal(size=(40, 32))
-    x = centres[rng.integers(0, 40, 6000)] + 0.5 * rng.normal(size=(6000, 32))
-    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    x = clustered_unit_vectors(rng, 6000, 32, n_clusters=40, spread=0.5)
     fit = np.sort(rng.choice(6000, 1500, replace=False))
     got_rows, got_sims = sample_graph(x, fit, 14)
     assert got_rows.shape == (1500, 14) and (got_rows != np.arange(1500)[:, None]).all()
@@ -99,9 +95,7 @@ def test_the_sample_graph_through_ivf_keeps_its_measured_recall() -> None:
     from analysis.maps.embedding_map import sample_graph
 
     rng = np.random.default_rng(2)
-    centres = rng.normal(size=(80, 32))
-    x = centres[rng.integers(0, 80, 12000)] + 0.4 * rng.normal(size=(12000, 32))
-    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    x = clustered_unit_vectors(rng, 12000, 32, n_clusters=80, spread=0.4)
     fit = np.sort(rng.choice(12000, 6000, replace=False))
     got_rows, got_sims = sample_graph(x, fit, 10, kind="ivf")
     assert (got_rows != np.arange(6000)[:, None]).all()

@@ -18,14 +18,11 @@ from analysis.search.graph import CACHE_DIR, run_graph, vector_graph
 from analysis.search.index import build_index
 from analysis.search.index import recall_at_k as neighbour_recall
 from analysis.search.ranks import TOP_K, estimated_target_ranks
-from tests.synthetic import make_synthetic_run
+from tests.synthetic import clustered_unit_vectors, make_synthetic_run
 
 
 def _clustered(n: int, d: int, *, seed: int, n_clusters: int = 60, spread: float = 0.35) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_clusters, d))
-    x = centres[rng.integers(0, n_clusters, n)] + spread * rng.normal(size=(n, d))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return clustered_unit_vectors(np.random.default_rng(seed), n, d, n_clusters=n_clusters, spread=spread)
 
 
 def _reference_graph(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,13 +15,11 @@ from analysis.search.rule import (
     exact_work,
     resolve_kind,
 )
+from tests.synthetic import clustered_unit_vectors
 
 
 def _clustered(n: int, d: int, *, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(40, d))
-    x = centres[rng.integers(0, 40, n)] + 0.3 * rng.normal(size=(n, d))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return clustered_unit_vectors(np.random.default_rng(seed), n, d, n_clusters=40, spread=0.3)
 
 
 @pytest.fixture(autouse=True)
