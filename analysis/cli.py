@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 
 import analysis.commands
+from analysis.allocator import keep_freed_memory
 from analysis.errors import NegScopeError
 
 
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2
+    keep_freed_memory()  # large temporary arrays reuse freed memory instead of page-faulting anew
     try:
         return int(args._run(args) or 0)
     except NegScopeError as exc:

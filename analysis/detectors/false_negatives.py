@@ -64,8 +64,9 @@ import pandas as pd
 from sklearn.metrics import average_precision_score
 
 from analysis.errors import NegScopeError
-from analysis.runs.candidates import build_candidates
+from analysis.runs.candidates import build_candidates, row_dots
 from analysis.runs.folder import NEGATIVE_SOURCES, Run
+from analysis.search.exact import row_blocks, take_rows
 from analysis.search.graph import run_index
 from analysis.search.index import INDEX_KINDS, SearchIndex, build_index
 
@@ -97,6 +98,8 @@ EVIDENCE_COLUMNS = (
 LISTED_SOURCES = ("given", "in_batch")
 FLAG_METHODS = ("score", "absolute", "relative")
 Z_CLIP = 4.0
+KMEANS_ROWS_PER_CELL = 64  # training sample of the same_cluster cells, per cell
+SEARCH_BLOCK = 16384  # queries searched, and their lists sorted out, at a time
 LABEL_SEPARATOR = "|"
 
 
@@ -298,12 +301,17 @@ def _neighbour_search(
     sample = emb[anchors[np.random.default_rng(seed).permutation(len(anchors))[:500]]]
     index = run_index(run, corpus_ids, kind=index_kind, n_queries=len(anchors), sample_queries=sample, seed=seed)
     k = min(depth + max_excluded, len(corpus_ids))
-    _, rows = index.search(emb[anchors], k, progress=progress)
-    neighbours = np.where(rows >= 0, corpus_ids[np.maximum(rows, 0)], -1)
-    keys = _pair_keys(np.repeat(anchors, neighbours.shape[1]), neighbours.ravel(), n)
-    excluded = (_in_sorted(keys, exclude_keys) | (neighbours.ravel() < 0)).reshape(neighbours.shape)
-    ranks = np.where(excluded, 0, np.cumsum(~excluded, axis=1))
-    ranks[ranks > depth] = 0
+    neighbours = np.full((len(anchors), k), -1, dtype=np.int64)
+    ranks = np.zeros((len(anchors), k), dtype=np.int64)
+    # (block, k) temporaries, not (A, k) ones: fresh memory is slow (page faults), on a VM most of all
+    for start, stop in row_blocks(len(anchors), SEARCH_BLOCK, progress):
+        _, rows = index.search(emb[anchors[start:stop]], k)
+        found = np.where(rows >= 0, corpus_ids[np.maximum(rows, 0)], -1)
+        keys = _pair_keys(np.repeat(anchors[start:stop], k), found.ravel(), n)
+        excluded = (_in_sorted(keys, exclude_keys) | (found.ravel() < 0)).reshape(found.shape)
+        rank = np.where(excluded, 0, np.cumsum(~excluded, axis=1))
+        rank[rank > depth] = 0
+        neighbours[start:stop], ranks[start:stop] = found, rank
     return _Search(
         anchors=anchors, neighbours=neighbours, ranks=ranks, description=index.describe(), info=search_info(index)
     )
@@ -321,17 +329,6 @@ def search_info(index: SearchIndex) -> dict[str, Any]:
         "recall_k": int(index.recall_k),
         "description": index.describe(),
     }
-
-
-def row_dots(a: np.ndarray, i: np.ndarray, b: np.ndarray, j: np.ndarray, *, block: int = 65536) -> np.ndarray:
-    """(M,) float64 ``a[i[m]] · b[j[m]]``, gathered in blocks so that memory stays bounded for millions of rows."""
-    i = np.asarray(i, dtype=np.int64)
-    j = np.asarray(j, dtype=np.int64)
-    out = np.empty(len(i), dtype=np.float64)
-    for start in range(0, len(i), block):
-        stop = min(start + block, len(i))
-        out[start:stop] = np.einsum("ij,ij->i", a[i[start:stop]], b[j[start:stop]])
-    return out
 
 
 def anchor_side_similarity(
@@ -431,6 +428,9 @@ def cluster_items(vectors: np.ndarray, *, n_clusters: int | None = None, seed: i
         return np.zeros(n, dtype=np.int64)
     km = faiss.Kmeans(vectors.shape[1], k, niter=20, seed=int(seed), spherical=True, verbose=False)
     km.cp.min_points_per_centroid = 1  # small corpora are fine; do not warn
+    # trained on at most 64 rows per cell (faiss's default is 256): a quarter of the work at 200k items, where
+    # 64 per cell already place the cells; corpora under 64 rows a cell are trained on every row, as before
+    km.cp.max_points_per_centroid = KMEANS_ROWS_PER_CELL
     km.train(vectors)
     _, cells = km.index.search(vectors, 1)
     return cells[:, 0].astype(np.int64)
@@ -508,17 +508,18 @@ def _fmt(values: np.ndarray, spec: str) -> np.ndarray:
     return np.array([format(v, spec) for v in values.tolist()], dtype=object)
 
 
-def _reasons(df: pd.DataFrame, contrib: dict[str, np.ndarray], labels: np.ndarray) -> np.ndarray:
+def _reasons(ev: Mapping[str, Any], contrib: dict[str, np.ndarray], labels: np.ndarray) -> np.ndarray:
     """Short text per row: the similarities, then up to three pieces of evidence that pushed the score up
     (contribution >= 0.5 log-odds), strongest first (ties: the order of ``contrib``); built column-wise, each
-    piece's text formatted only for the rows that show it, so that millions of rows stay fast."""
-    m = len(df)
+    piece's text formatted only for the rows that show it, so that millions of rows stay fast. ``ev``: the
+    evidence columns (arrays or a table) of the (M,) rows."""
+    m = len(ev["neg_sim"])
     if m == 0:
         return np.zeros(0, dtype=object)
     # evidence that fires nowhere (a weight of 0) cannot be shown: leaving it out keeps the order of the rest
     keys = [k for k in contrib if np.any(contrib[k] >= 0.5)]
-    neg = df["neg_sim"].to_numpy(np.float64)
-    pos = df["pos_sim"].to_numpy(np.float64)
+    neg = np.asarray(ev["neg_sim"], dtype=np.float64)
+    pos = np.asarray(ev["pos_sim"], dtype=np.float64)
     sims = "neg_sim " + _fmt(neg, ".2f") + np.where(neg >= pos, " >= ", " < ").astype(object) + "pos_sim "
     sims = sims + _fmt(pos, ".2f") + "; "
     if not keys:
@@ -532,8 +533,8 @@ def _reasons(df: pd.DataFrame, contrib: dict[str, np.ndarray], labels: np.ndarra
         code[hit, slot] = best[hit]
         mat[rows_all, best] = -np.inf
     fired = code >= 0  # (M, <=3); a prefix of each row fires
-    stp = df["sim_to_positive"].to_numpy(np.float64)
-    rank = df["rank"].to_numpy()
+    stp = np.asarray(ev["sim_to_positive"], dtype=np.float64)
+    rank = np.asarray(ev["rank"])
     pieces = []
     for slot in range(code.shape[1]):
         piece = np.full(m, "", dtype=object)
@@ -703,42 +704,41 @@ def _similarity_evidence(
 def _rank_evidence(
     r: _RunArrays, searches: dict[str, _Search], a: np.ndarray, c: np.ndarray, depth: int
 ) -> np.ndarray:
-    """(M,) int64 rank of c among a's neighbours of c's modality, ``depth + 1`` beyond the searched depth."""
+    """(M,) int64 rank of c among a's neighbours of c's modality, ``depth + 1`` beyond the searched depth.
+
+    Each row looks c up in its anchor's own searched list, a block of rows at a time ((block, R) temporaries,
+    no table of every (anchor, neighbour) couple)."""
     rank = np.full(len(c), depth + 1, dtype=np.int64)
     for mod, search in searches.items():
-        sel = search.ranks > 0
-        a_row, col = np.nonzero(sel)
-        table_keys = _pair_keys(search.anchors[a_row], search.neighbours[a_row, col], r.n_items)
         rows_mod = np.flatnonzero(r.modality[c] == mod)
-        found = _lookup(_pair_keys(a[rows_mod], c[rows_mod], r.n_items), table_keys, search.ranks[a_row, col], 0)
-        rank[rows_mod] = np.where(found > 0, found, depth + 1)
+        if not len(rows_mod) or not len(search.anchors):
+            continue
+        at = np.minimum(np.searchsorted(search.anchors, a[rows_mod]), len(search.anchors) - 1)
+        known = search.anchors[at] == a[rows_mod]
+        for start, stop in row_blocks(len(rows_mod), SEARCH_BLOCK, None):
+            rows, lists = rows_mod[start:stop], at[start:stop]
+            hit = (search.neighbours[lists] == c[rows, None]) & (search.ranks[lists] > 0)
+            first = hit.argmax(axis=1)  # an item is listed once per anchor
+            found = hit[np.arange(len(rows)), first] & known[start:stop]
+            rank[rows[found]] = search.ranks[lists[found], first[found]]
     return rank
 
 
 def _mutual_evidence(r: _RunArrays, s: Settings, a: np.ndarray, c: np.ndarray, rank: np.ndarray) -> np.ndarray:
-    """(M,) float 1/0: c is among a's ``mutual_k`` nearest items and a among c's ``mutual_k`` nearest anchors."""
-    emb = r.emb
+    """(M,) float 1/0: c is among a's ``mutual_k`` nearest items and a among c's ``mutual_k`` nearest anchors.
+
+    c's nearest anchors come from the one search of every candidate's anchors (:func:`_anchor_neighbours`, as
+    deep as the reverse rank needs: that evidence and CSLS then read the same lists)."""
     mutual = np.zeros(len(c))
-    cand_mods = sorted(set(r.modality[c].tolist())) if len(c) else []
     rows_close = np.flatnonzero(rank <= s.mutual_k)
     if not len(rows_close):
         return mutual
-    anchors_all, anchor_index = r.anchor_index(s, len(np.unique(c[rows_close])))
-    for mod in cand_mods:
-        rows_mod = rows_close[r.modality[c[rows_close]] == mod]
-        if not len(rows_mod):
-            continue
-        uc, inv = _unique_ids(c[rows_mod], r.n_items)
-        k = min(s.mutual_k + 1, len(anchors_all))
-        _, nb = anchor_index.search(emb[uc], k)
-        nb_items = np.where(nb >= 0, anchors_all[np.maximum(nb, 0)], -1)
-        nb_items = np.where(nb_items == uc[:, None], -1, nb_items)[:, : s.mutual_k + 1]
-        # keep the first mutual_k neighbours that are not c itself
-        is_valid = nb_items >= 0
-        order = np.cumsum(is_valid, axis=1)
-        nb_items = np.where(is_valid & (order <= s.mutual_k), nb_items, -1)
-        hit = (nb_items[inv] == a[rows_mod][:, None]).any(axis=1)
-        mutual[rows_mod] = hit.astype(np.float64)
+    uc, inv = _unique_ids(c, r.n_items)
+    nb, _ = _anchor_neighbours(r, s, uc, max(int(s.rank_depth), int(s.mutual_k)))
+    inv = inv.reshape(-1)
+    for start, stop in row_blocks(len(rows_close), SEARCH_BLOCK, None):
+        rows = rows_close[start:stop]
+        mutual[rows] = (nb[inv[rows], : s.mutual_k] == a[rows, None]).any(axis=1)
     return mutual
 
 
@@ -759,7 +759,7 @@ def _cached_cells(r: _RunArrays, s: Settings, modality: str, ids: np.ndarray) ->
     """(len(ids),) int64 :func:`cluster_items` cells of the items ``ids``, cached in the run folder (``RUN/cache/``,
     keyed by the item set, a sample of its embeddings, the cell count and the seed) beside the neighbour graphs."""
     if r.run is None:
-        return cluster_items(r.emb[ids], n_clusters=s.n_clusters, seed=s.seed)
+        return cluster_items(take_rows(r.emb, ids), n_clusters=s.n_clusters, seed=s.seed)
     from analysis.search.graph import CACHE_DIR, _digest, _write_array
 
     k = default_n_clusters(len(ids)) if s.n_clusters is None else int(max(1, min(s.n_clusters, len(ids))))
@@ -771,7 +771,7 @@ def _cached_cells(r: _RunArrays, s: Settings, modality: str, ids: np.ndarray) ->
             return cells
     except (OSError, ValueError):
         pass
-    cells = cluster_items(r.emb[ids], n_clusters=s.n_clusters, seed=s.seed)
+    cells = cluster_items(take_rows(r.emb, ids), n_clusters=s.n_clusters, seed=s.seed)
     _write_array(path, cells)
     return cells
 
@@ -852,17 +852,19 @@ def _anchor_neighbours(r: _RunArrays, s: Settings, queries: np.ndarray, k: int) 
         return found[0][:, :k], found[1][:, :k]
     anchors_all, index = r.anchor_index(s, len(queries))
     depth = min(k + 1, len(anchors_all))
-    sims, nb = index.search(r.emb[queries], depth)
-    items = np.where(nb >= 0, anchors_all[np.maximum(nb, 0)], -1)
-    valid = (items >= 0) & (items != queries[:, None])
-    position = np.cumsum(valid, axis=1)  # 1-based position among the valid entries
-    keep = valid & (position <= k)
-    # shift the kept entries left so that column j is the (j+1)-th nearest other anchor
-    row, col = np.nonzero(keep)
     out_items = np.full((len(queries), k), -1, dtype=np.int64)
     out_sims = np.full((len(queries), k), np.nan)
-    out_items[row, position[row, col] - 1] = items[row, col]
-    out_sims[row, position[row, col] - 1] = sims[row, col]
+    for start, stop in row_blocks(len(queries), SEARCH_BLOCK, None):  # (block, depth) temporaries at a time
+        q = queries[start:stop]
+        sims, nb = index.search(r.emb[q], depth)
+        items = np.where(nb >= 0, anchors_all[np.maximum(nb, 0)], -1)
+        valid = (items >= 0) & (items != q[:, None])
+        position = np.cumsum(valid, axis=1)  # 1-based position among the valid entries
+        keep = valid & (position <= k)
+        # shift the kept entries left so that column j is the (j+1)-th nearest other anchor
+        row, col = np.nonzero(keep)
+        out_items[start + row, position[row, col] - 1] = items[row, col]
+        out_sims[start + row, position[row, col] - 1] = sims[row, col]
     r.searched[key] = (out_items, out_sims)
     return out_items, out_sims
 
@@ -1278,7 +1280,11 @@ def find_false_negatives(
     report(0.85)
 
     def total(contrib: dict[str, np.ndarray]) -> np.ndarray:
-        return s.weights.bias + np.sum(np.stack(list(contrib.values()), axis=0), axis=0) if m else np.zeros(0)
+        # the terms added in order, as a sum over their stacked rows would, without the (T, M) stack
+        acc = np.zeros(m)
+        for i, term in enumerate(contrib.values()):
+            acc = term.copy() if i == 0 else np.add(acc, term, out=acc)
+        return s.weights.bias + acc
 
     contrib = _contributions(ev, cands.source, s.weights)
     if judge is not None and m:
@@ -1288,31 +1294,41 @@ def find_false_negatives(
         contrib = _contributions(ev, cands.source, s.weights)
     report(0.9)
     logit = total(contrib)
-    score = 1.0 / (1.0 + np.exp(-logit))
-    df = pd.DataFrame(
-        {
-            "pair_id": r.pair_ids[cands.pair],
-            "anchor_id": a,
-            "candidate_id": c,
-            "source": pd.Series(cands.source, dtype=object).astype(str),
-            "score": score,
-            "flagged": score >= s.threshold,
-            "reason": "",
-            "positive_id": p,
-            **{col: ev[col] for col in EVIDENCE_COLUMNS[1:-1]},
-            "logit": logit,
-        }
-    )
-    df["reason"] = _reasons(df, contrib, np.where(ev["label_agree"] == 1.0, pair_label, None))
-    order = queue_order(logit, ev["sim_diff"], ev["neg_sim"])
-    df = df.iloc[order].reset_index(drop=True)
-    df.attrs["index"] = "; ".join(f"{mod}: {sr.description}" for mod, sr in searches.items())
-    # each search that ran, with its kind, parameters and measured recall (search_info)
-    df.attrs["searches"] = [
+    # what the table reports of the searches, before their lists are let go
+    searched = [
         {"search": "candidates", "modality": mod, "anchors": len(sr.anchors), **sr.info} for mod, sr in searches.items()
     ]
     if "anchor_index" in r.searched:
-        df.attrs["searches"].append({"search": "anchor_neighbours", **r.searched["anchor_index"]})
+        searched.append({"search": "anchor_neighbours", **r.searched["anchor_index"]})
+    described = "; ".join(f"{mod}: {sr.description}" for mod, sr in searches.items())
+    del searches
+    r.searched.clear()  # the neighbour lists: their memory goes to the table
+    # every column put in queue order one at a time, before the table is built (no second copy of the table)
+    order = queue_order(logit, ev["sim_diff"], ev["neg_sim"])
+    for table in (ev, contrib):
+        for name in list(table):
+            table[name] = np.asarray(table[name])[order]
+    logit = logit[order]
+    score = 1.0 / (1.0 + np.exp(-logit))
+    shown_label = np.where(ev["label_agree"] == 1.0, pair_label[order], None)
+    df = pd.DataFrame(
+        {
+            "pair_id": r.pair_ids[cands.pair[order]],
+            "anchor_id": a[order],
+            "candidate_id": c[order],
+            "source": pd.Series(cands.source[order], dtype=object).astype(str),
+            "score": score,
+            "flagged": score >= s.threshold,
+            "reason": _reasons(ev, contrib, shown_label),
+            "positive_id": p[order],
+            **{col: ev[col] for col in EVIDENCE_COLUMNS[1:-1]},
+            "logit": logit,
+        },
+        copy=False,  # the columns are this function's own arrays: no consolidated copy of them
+    )
+    df.attrs["index"] = described
+    # each search that ran, with its kind, parameters and measured recall (search_info)
+    df.attrs["searches"] = searched
     df.attrs["settings"] = asdict(s)
     report(1.0)
     return df

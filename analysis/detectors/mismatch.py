@@ -30,7 +30,7 @@ import pandas as pd
 
 from analysis.runs.candidates import build_candidates
 from analysis.runs.folder import Run
-from analysis.search.exact import count_above, flat_index, knn
+from analysis.search.exact import count_above, flat_index, knn, take_rows
 from analysis.search.graph import run_graph, run_index, vector_graph
 from analysis.search.index import SearchIndex
 from analysis.search.rule import resolve_kind
@@ -149,10 +149,10 @@ def _ranks(
     when ``index`` is an approximate index over the gallery (its searched top then left in ``top``)."""
     thresholds = np.einsum("ij,ij->i", query_vecs, emb[targets]) + _EPS
     if index is not None and (estimate or index.kind != "exact"):
-        above = _estimated_above(query_vecs, thresholds, emb[gallery], index, top=top)
+        above = _estimated_above(query_vecs, thresholds, take_rows(emb, gallery), index, top=top)
         progress(1.0)
     else:
-        above = count_above(query_vecs, emb[gallery], thresholds, block_size=block_size, progress=progress)
+        above = count_above(query_vecs, take_rows(emb, gallery), thresholds, block_size=block_size, progress=progress)
     rows, items = excluded
     if len(rows):
         sims = np.einsum("ij,ij->i", query_vecs[rows], emb[items])

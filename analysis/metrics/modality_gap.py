@@ -414,7 +414,13 @@ def closing_lambda(
         b = rng.choice(groups.b_ids, size=min(len(groups.b_ids), max_items // 2), replace=False)
         embeddings = np.asarray(embeddings)[np.concatenate([a, b])]
         groups = replace(groups, a_ids=np.arange(len(a)), b_ids=len(a) + np.arange(len(b)))
-    centroids = _ShiftedCentroids(embeddings, groups, gap_vector)
+    return _closing_of(_ShiftedCentroids(embeddings, groups, gap_vector), upper=upper)
+
+
+def _closing_of(centroids: _ShiftedCentroids, *, upper: float = 4.0) -> float:
+    """The lambda in [0, upper] minimising ``centroids.distance`` (0 when the gap vector is zero)."""
+    if np.linalg.norm(centroids.gap) == 0:
+        return 0.0
     res = minimize_scalar(
         centroids.distance,
         bounds=(0.0, upper),
@@ -669,11 +675,13 @@ def shift_experiment(
     emb = run.embeddings
     gap = gap_vector(emb, groups) if gap is None else np.asarray(gap, dtype=np.float64)
     items = _item_sample(groups, max_items, seed)
-    item_groups = _restrict(groups, items)
-    item_emb = np.asarray(emb[items])
+    # the sampled items of each group as run item ids: their rows are gathered once, by _ShiftedCentroids
+    item_groups = replace(
+        groups, a_ids=items[np.isin(items, groups.a_ids)], b_ids=items[np.isin(items, groups.b_ids)]
+    )
     values = sorted({float(x) for x in lambdas})
-    centroids = _ShiftedCentroids(item_emb, item_groups, gap)
-    closing = closing_lambda(item_emb, item_groups, gap) if include_closing else None
+    centroids = _ShiftedCentroids(emb, item_groups, gap)
+    closing = _closing_of(centroids) if include_closing else None
     if closing is not None:
         values = sorted({*values, closing})
     sub, sub_items = pair_sample(run, max_pairs, seed=seed)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from analysis.runs.folder import Run
-from analysis.search.exact import SharedExclusions, target_ranks
+from analysis.search.exact import SharedExclusions, take_rows, target_ranks
 from analysis.search.rule import resolve_kind
 
 RECALL_KS = (1, 5, 10)
@@ -41,6 +41,7 @@ def directional_ranks(
     max_block_bytes: int = 512 * 2**20,
     search: str = "auto",
     info: dict | None = None,
+    run: Run | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> np.ndarray:
     """Rank of each target among all items of its modality, by similarity to its query.
@@ -67,6 +68,10 @@ def directional_ranks(
         sample) and, when estimated, ``check``: :func:`analysis.search.ranks.check_ranks` on a seeded sample of
         the queries (``checked``, ``differ``, ``max_error``: a 95% bound on every recall@k, k <= 10, and
         MRR@10's difference from exact; the largest over the modalities).
+    run : Run, optional
+        The run whose embeddings these are: an approximate index is then the run's own
+        (:func:`analysis.search.graph.run_index`: its trained cells cached in the run folder and shared with
+        the detectors searching the same items), not one built for this call alone.
     progress : callable, optional
         Called with the overall fraction done.
 
@@ -105,7 +110,7 @@ def directional_ranks(
         if kind == "exact":
             ranks[rows] = target_ranks(
                 embeddings[q_ids],
-                embeddings[corpus_ids],
+                take_rows(embeddings, corpus_ids),
                 row_of_item[t_ids],
                 exclude=exclude,
                 max_block_bytes=max_block_bytes,
@@ -113,12 +118,16 @@ def directional_ranks(
             )
             notes.append(f"{mod}: exact ranks")
         else:
+            from analysis.search.graph import run_index
             from analysis.search.index import build_index
             from analysis.search.ranks import check_ranks, estimated_target_ranks
 
-            corpus = np.ascontiguousarray(embeddings[corpus_ids], dtype=np.float32)
+            corpus = np.ascontiguousarray(take_rows(embeddings, corpus_ids), dtype=np.float32)
             sample = embeddings[uniq[:: max(1, len(uniq) // 500)]]
-            index = build_index(corpus, kind=kind, n_queries=len(rows), sample_queries=sample, start_depth=1)
+            if run is not None:
+                index = run_index(run, corpus_ids, kind=kind, n_queries=len(rows), sample_queries=sample)
+            else:
+                index = build_index(corpus, kind=kind, n_queries=len(rows), sample_queries=sample, start_depth=1)
             queries = np.ascontiguousarray(embeddings[q_ids], dtype=np.float32)
             found: dict = {}
             got = estimated_target_ranks(
@@ -209,6 +218,7 @@ def retrieval_ranks(
         max_block_bytes=max_block_bytes,
         search=search,
         info=info,
+        run=run,
         progress=progress,
     )
     run._cache[f"retrieval_rank_info_{'reverse' if reverse else 'forward'}"] = info

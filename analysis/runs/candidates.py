@@ -63,6 +63,17 @@ class Candidates:
         return names[np.where(self.neg_source >= 0, self.neg_source, len(NEGATIVE_SOURCES))]
 
 
+def row_dots(a: np.ndarray, i: np.ndarray, b: np.ndarray, j: np.ndarray, *, block: int = 65536) -> np.ndarray:
+    """(M,) float64 ``a[i[m]] · b[j[m]]``, gathered in blocks so that memory stays bounded for millions of rows."""
+    i = np.asarray(i, dtype=np.int64)
+    j = np.asarray(j, dtype=np.int64)
+    out = np.empty(len(i), dtype=np.float64)
+    for start in range(0, len(i), block):
+        stop = min(start + block, len(i))
+        out[start:stop] = np.einsum("ij,ij->i", a[i[start:stop]], b[j[start:stop]])
+    return out
+
+
 def build_candidates(
     run: Run,
     *,
@@ -95,7 +106,7 @@ def build_candidates(
     pairs = run.pairs
     anchor_ids = pairs["anchor_id"].to_numpy(np.int64)
     positive_ids = pairs["positive_id"].to_numpy(np.int64)
-    pos_sim = np.einsum("ij,ij->i", emb[anchor_ids], emb[positive_ids]).astype(np.float32)
+    pos_sim = row_dots(emb, anchor_ids, emb, positive_ids).astype(np.float32)
 
     negs = run.negatives[run.negatives["source"].isin(sources)]
     row_of_pair = pd.Series(np.arange(len(pairs)), index=pairs["pair_id"].to_numpy())
@@ -117,7 +128,7 @@ def build_candidates(
     neg_source[rows, cols] = src_code
     neg_sim = np.full((len(pairs), k), np.nan, dtype=np.float32)
     if len(rows):
-        neg_sim[rows, cols] = np.einsum("ij,ij->i", emb[anchor_ids[rows]], emb[neg_item])
+        neg_sim[rows, cols] = row_dots(emb, anchor_ids[rows], emb, neg_item)
     return Candidates(
         pair_ids=pairs["pair_id"].to_numpy(),
         anchor_ids=anchor_ids,

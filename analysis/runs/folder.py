@@ -395,7 +395,9 @@ def _read_manifest(manifest_path: Path) -> dict[str, Any]:
 def _read_embeddings(file: Path) -> np.ndarray:
     try:
         _check_npy_header(file)
-        embeddings = np.load(file, allow_pickle=False)
+        # memory-mapped read-only: the pages are the file's own (shared by every command and page that reads the
+        # run, and kept by the system between them) instead of a fresh private copy per process
+        embeddings = np.load(file, allow_pickle=False, mmap_mode="r")
     except RunError:
         raise
     except Exception as exc:  # noqa: BLE001 - numpy raises many types for a corrupt file
@@ -529,14 +531,15 @@ def _validate_tables(
 
 
 def _validate_embeddings(file: Path, embeddings: np.ndarray) -> None:
-    chunk = max(1, (1 << 24) // max(embeddings.shape[1], 1))
+    # small blocks read in place (float64 sums, no float64 copy): a few MB of temporaries whatever the run's size
+    chunk = max(1, (1 << 21) // max(embeddings.shape[1], 1))
     for start in range(0, embeddings.shape[0], chunk):
-        block = np.asarray(embeddings[start : start + chunk], dtype=np.float64)
+        block = embeddings[start : start + chunk]
         finite = np.isfinite(block).all(axis=1)
         if not finite.all():
             row = start + int(np.flatnonzero(~finite)[0])
             raise RunError(f"{file}: row {row} (item {row}) holds NaN or infinite values")
-        norms = np.sqrt(np.einsum("ij,ij->i", block, block))
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
         off = np.abs(norms - 1.0) > NORM_TOLERANCE
         if off.any():
             row = start + int(np.flatnonzero(off)[0])

@@ -7,16 +7,54 @@ among a whole corpus (retrieval ranks), also blocked.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 
 from analysis.search.blas import exact_kernel
 
+if TYPE_CHECKING:
+    import torch
 
-def _blocks(n: int, block_size: int, progress: Callable[[float], None] | None) -> Iterator[tuple[int, int]]:
+
+def take_rows(matrix: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``matrix[ids]``: a view, not a copy, when ``ids`` are consecutive ascending rows (every item of a
+    one-modality run, say), else the gathered copy. A view of a memory-mapped run is read-only; its readers
+    (faiss, numpy) never write to it.
+
+    Parameters
+    ----------
+    matrix : numpy.ndarray
+        (N, D) rows.
+    ids : numpy.ndarray
+        (M,) int row ids.
+
+    Returns
+    -------
+    numpy.ndarray
+        (M, D) the rows, in the order of ``ids``.
+    """
+    ids = np.asarray(ids)
+    if len(ids) > 1 and int(ids[-1]) - int(ids[0]) == len(ids) - 1 and int(ids[0]) >= 0 and bool((np.diff(ids) == 1).all()):
+        return matrix[int(ids[0]) : int(ids[-1]) + 1]
+    return matrix[ids]
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy`` without its warning on a read-only array (a memory-mapped run's rows, which the
+    exact kernels only read)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
+def row_blocks(n: int, block_size: int, progress: Callable[[float], None] | None) -> Iterator[tuple[int, int]]:
     """The ``(start, stop)`` row ranges of consecutive blocks of ``n`` rows, reporting progress after each.
 
     Parameters
@@ -87,7 +125,7 @@ def knn(
     n = queries.shape[0]
     sims = np.empty((n, k), dtype=np.float32)
     ids = np.empty((n, k), dtype=np.int64)
-    for start, stop in _blocks(n, block_size, progress):
+    for start, stop in row_blocks(n, block_size, progress):
         sims[start:stop], ids[start:stop] = index.search(queries[start:stop], k)
     return sims, ids
 
@@ -141,10 +179,10 @@ def torch_knn(
     ids = np.empty((n, k), dtype=np.int64)
     if n == 0 or k == 0:
         return sims, ids
-    corpus_t = torch.from_numpy(corpus)
+    corpus_t = _tensor(corpus)
     with torch.inference_mode():
-        for start, stop in _blocks(n, block_size, progress):
-            scores = torch.from_numpy(queries[start:stop]) @ corpus_t.T
+        for start, stop in row_blocks(n, block_size, progress):
+            scores = _tensor(queries[start:stop]) @ corpus_t.T
             # one extra candidate, then a stable sort on (-score, id) so that ties go to the lower row
             top = min(k + 1, m)
             val, idx = torch.topk(scores, top, dim=1)
@@ -199,7 +237,7 @@ def count_above(
     thresholds = np.asarray(thresholds, dtype=np.float32)
     n = queries.shape[0]
     counts = np.zeros(n, dtype=np.int64)
-    for start, stop in _blocks(n, block_size, progress):
+    for start, stop in row_blocks(n, block_size, progress):
         sims = queries[start:stop] @ corpus.T
         counts[start:stop] = np.count_nonzero(sims > thresholds[start:stop, None], axis=1)
     return counts
@@ -386,13 +424,13 @@ def target_ranks(
         return ranks
     bs = int(block_size) if block_size else rank_block_size(m, max_block_bytes=max_block_bytes)
     bs = max(1, min(bs, n))
-    corpus_t = torch.from_numpy(corpus)
-    query_t = torch.from_numpy(queries)
+    corpus_t = _tensor(corpus)
+    query_t = _tensor(queries)
     targets_t = torch.from_numpy(targets)
     scores = torch.empty((bs, m), dtype=torch.float32)
     above = torch.empty((bs, m), dtype=torch.bool)
     with torch.inference_mode():
-        for start, stop in _blocks(n, bs, progress):
+        for start, stop in row_blocks(n, bs, progress):
             b = stop - start
             s, a = scores[:b], above[:b]
             torch.mm(query_t[start:stop], corpus_t.T, out=s)

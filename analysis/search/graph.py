@@ -281,10 +281,12 @@ def run_graph(
     path = cache_path(run, modality, k, digest)
     graph = _read(path, item_ids, k) if cache else None
     if graph is None or (kind != "auto" and graph.kind != kind):
+        from analysis.search.exact import take_rows
+
         report = progress or (lambda _f: None)
         index = run_index(run, item_ids, kind=kind, n_queries=n, cache=cache, progress=lambda f: report(0.3 * f))
         rows, sims, ran, recall, note = vector_graph(
-            run.embeddings[item_ids], k, index=index, progress=lambda f: report(0.3 + 0.7 * f)
+            take_rows(run.embeddings, item_ids), k, index=index, progress=lambda f: report(0.3 + 0.7 * f)
         )
         graph = NeighbourGraph(item_ids=item_ids, rows=rows, sims=sims, kind=ran, recall=recall, note=note)
         if cache:
@@ -349,6 +351,7 @@ def run_index(
     SearchIndex
         Reused as long as the rule resolves to the same kind (and the recall sample is the same).
     """
+    from analysis.search.exact import take_rows
     from analysis.search.index import build_index, ivf_centroids
     from analysis.search.rule import resolve_kind
 
@@ -383,7 +386,7 @@ def run_index(
                 except (OSError, ValueError):
                     centroids = None
         found = build_index(
-            run.embeddings[item_ids],
+            take_rows(run.embeddings, item_ids),
             kind=kind,
             n_queries=m if n_queries is None else int(n_queries),
             sample_queries=sample_queries,

@@ -30,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy.special import betaincinv
 
-from analysis.search.exact import SharedExclusions, _blocks, count_above
+from analysis.search.exact import SharedExclusions, count_above, row_blocks
 from analysis.search.index import SearchIndex
 
 #: Neighbours searched per query, within which a rank is counted rather than estimated.
@@ -135,7 +135,7 @@ def sample_target_ranks(
     targets = np.asarray(targets, dtype=np.int64)
     n = queries.shape[0]
     ranks = np.ones(n, dtype=np.int64)
-    for start, stop in _blocks(n, block_size, None):
+    for start, stop in row_blocks(n, block_size, None):
         sims = queries[start:stop] @ corpus.T
         local = np.arange(stop - start)
         own = sims[local, targets[start:stop]]
