@@ -504,15 +504,64 @@ REASON_TEXT = {
 }
 
 
-def _fmt(values: np.ndarray, spec: str) -> np.ndarray:
-    return np.array([format(v, spec) for v in values.tolist()], dtype=object)
+def _two_decimals(values: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """``format(v, ".2f")`` of every value as (M,) int64 codes into a list of distinct strings.
+
+    The value rounded to hundredths picks the string; a value within rounding error of a half-hundredth, and
+    anything not finite, is formatted by Python itself, so every string is exactly ``format(v, ".2f")``."""
+    v = np.asarray(values, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = v * 100.0
+        hundredths = np.rint(scaled)
+        ambiguous = ~np.isfinite(scaled) | (np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) < 1e-6)
+    hundredths = np.where(ambiguous, 0.0, hundredths)
+    # (hundredths, sign of a zero, row of an ambiguous value) -> one string each
+    key = np.where(ambiguous, -1 - np.arange(len(v)), 2 * np.abs(hundredths) + (np.signbit(v) & ~ambiguous))
+    key = np.where(ambiguous | (hundredths >= 0), key, -key - 2 * len(v) - 2)
+    codes, first = _factorize(key)
+    strings = [format(float(x), ".2f") for x in v[first].tolist()]
+    return codes, strings
+
+
+def _factorize(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(M,) int64 code of each key among the distinct ones (first seen first) and (U,) each one's first row."""
+    codes, _ = pd.factorize(np.asarray(key, dtype=np.int64), sort=False)
+    codes = codes.astype(np.int64)
+    first = np.full(int(codes.max()) + 1 if len(codes) else 0, -1, dtype=np.int64)
+    first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
+    return codes, first
+
+
+def _combine(*codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct combinations of several (M,) int64 code columns (each >= -1): (M,) code, (U,) first row."""
+    out, first = _factorize(codes[0])
+    for more in codes[1:]:
+        out, first = _factorize(out * (int(more.max()) + 2) + (more + 1))
+    return out, first
 
 
 def _reasons(ev: Mapping[str, Any], contrib: dict[str, np.ndarray], labels: np.ndarray) -> np.ndarray:
     """Short text per row: the similarities, then up to three pieces of evidence that pushed the score up
-    (contribution >= 0.5 log-odds), strongest first (ties: the order of ``contrib``); built column-wise, each
-    piece's text formatted only for the rows that show it, so that millions of rows stay fast. ``ev``: the
-    evidence columns (arrays or a table) of the (M,) rows."""
+    (contribution >= 0.5 log-odds), strongest first (ties: the order of ``contrib``).
+
+    Each row is described by integer codes (its numbers to two decimals, its pieces); the text is written once
+    per distinct combination and shared by the rows that have it, so that millions of rows stay fast and small.
+
+    Parameters
+    ----------
+    ev : mapping
+        The evidence columns (arrays or a table) of the (M,) rows: ``neg_sim``, ``pos_sim``,
+        ``sim_to_positive``, ``rank``.
+    contrib : dict
+        (M,) log-odds contribution of each evidence (:func:`_contributions`).
+    labels : numpy.ndarray
+        (M,) the label named by the ``label`` piece, None where there is none.
+
+    Returns
+    -------
+    numpy.ndarray
+        (M,) object array of str.
+    """
     m = len(ev["neg_sim"])
     if m == 0:
         return np.zeros(0, dtype=object)
@@ -520,43 +569,58 @@ def _reasons(ev: Mapping[str, Any], contrib: dict[str, np.ndarray], labels: np.n
     keys = [k for k in contrib if np.any(contrib[k] >= 0.5)]
     neg = np.asarray(ev["neg_sim"], dtype=np.float64)
     pos = np.asarray(ev["pos_sim"], dtype=np.float64)
-    sims = "neg_sim " + _fmt(neg, ".2f") + np.where(neg >= pos, " >= ", " < ").astype(object) + "pos_sim "
-    sims = sims + _fmt(pos, ".2f") + "; "
-    if not keys:
-        return sims + "little evidence"
-    mat = np.stack([contrib[k] for k in keys], axis=1)
-    rows_all = np.arange(m)
-    code = np.full((m, min(3, len(keys))), -1, dtype=np.int64)  # the strongest three, ties by key order
-    for slot in range(code.shape[1]):
-        best = np.argmax(mat, axis=1)  # the first of equal maxima, as a stable sort
-        hit = mat[rows_all, best] >= 0.5
-        code[hit, slot] = best[hit]
-        mat[rows_all, best] = -np.inf
-    fired = code >= 0  # (M, <=3); a prefix of each row fires
-    stp = np.asarray(ev["sim_to_positive"], dtype=np.float64)
-    rank = np.asarray(ev["rank"])
-    pieces = []
-    for slot in range(code.shape[1]):
-        piece = np.full(m, "", dtype=object)
-        for j, key in enumerate(keys):
-            rows = np.flatnonzero(code[:, slot] == j)
-            if not len(rows):
-                continue
-            text = REASON_TEXT[key]
-            if key == "sim_to_positive":
-                v = stp[rows]
-                piece[rows] = np.where(np.isfinite(v), text + " (" + _fmt(v, ".2f") + ")", text)
-            elif key == "rank":
-                piece[rows] = text + " (rank " + _fmt(rank[rows], "d") + ")"
-            elif key == "label":
-                piece[rows] = [text if v is None else f"{text} {v}" for v in labels[rows].tolist()]
-            else:
-                piece[rows] = text
-        pieces.append(piece)
-    evidence = np.where(fired[:, 0], pieces[0], "little evidence").astype(object)
-    for slot in range(1, len(pieces)):
-        evidence = np.where(fired[:, slot], evidence + "; " + pieces[slot], evidence)
-    return sims + evidence
+    neg_code, neg_text = _two_decimals(neg)
+    pos_code, pos_text = _two_decimals(pos)
+    above = (neg >= pos).astype(np.int64)
+    columns = [neg_code, above, pos_code]
+    n_slots = min(3, len(keys))
+    params: list[tuple[np.ndarray, np.ndarray]] = []  # per slot: (M,) evidence index, (M,) its parameter code
+    stp_text: list[str] = []
+    label_text: np.ndarray = np.zeros(0, dtype=object)
+    if keys:
+        mat = np.stack([contrib[k] for k in keys], axis=1)
+        rows_all = np.arange(m)
+        code = np.full((m, n_slots), -1, dtype=np.int64)  # the strongest three, ties by key order
+        for slot in range(n_slots):
+            best = np.argmax(mat, axis=1)  # the first of equal maxima, as a stable sort
+            hit = mat[rows_all, best] >= 0.5
+            code[hit, slot] = best[hit]
+            mat[rows_all, best] = -np.inf
+        del mat
+        stp = np.asarray(ev["sim_to_positive"], dtype=np.float64)
+        stp_code, stp_text = _two_decimals(stp)
+        stp_code = np.where(np.isfinite(stp), stp_code, -1)  # not finite: the piece has no number
+        rank = np.asarray(ev["rank"], dtype=np.int64)
+        label_code, label_text = pd.factorize(pd.Series(labels, dtype=object), use_na_sentinel=True)
+        label_code = np.asarray(label_code, dtype=np.int64)  # -1: None
+        by_key = {"sim_to_positive": stp_code, "rank": rank, "label": label_code}
+        for slot in range(n_slots):
+            j = code[:, slot]
+            param = np.full(m, -1, dtype=np.int64)
+            for name, values in by_key.items():
+                if name in keys:
+                    at = j == keys.index(name)
+                    param[at] = values[at]
+            params.append((j, param))
+            columns += [j, param]
+    combo, first = _combine(*columns)
+
+    def piece(key: str, param: int) -> str:
+        text = REASON_TEXT[key]
+        if key == "sim_to_positive":
+            return text if param < 0 else f"{text} ({stp_text[param]})"
+        if key == "rank":
+            return f"{text} (rank {param})"
+        if key == "label":
+            return text if param < 0 else f"{text} {label_text[param]}"
+        return text
+
+    texts = []
+    for row in first.tolist():
+        sims = f"neg_sim {neg_text[neg_code[row]]}{' >= ' if above[row] else ' < '}pos_sim {pos_text[pos_code[row]]}; "
+        shown = [piece(keys[j[row]], int(param[row])) for j, param in params if j[row] >= 0]
+        texts.append(sims + ("; ".join(shown) if shown else "little evidence"))
+    return np.asarray(texts, dtype=object)[combo]
 
 
 @dataclass(frozen=True)
