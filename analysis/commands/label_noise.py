@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         n_folds=args.folds,
         duplicate_threshold=args.duplicate_threshold,
         search=args.index,
+        keep_indexes=False,  # the process ends with the command: later steps reuse the indexes' memory
     )
     table = result.table()
     if args.flagged_only:

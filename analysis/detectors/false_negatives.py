@@ -540,7 +540,7 @@ def _combine(*codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, first
 
 
-def _reasons(ev: Mapping[str, Any], contrib: dict[str, np.ndarray], labels: np.ndarray) -> np.ndarray:
+def _reasons(ev: Mapping[str, Any], contrib: dict[str, np.ndarray], labels: np.ndarray) -> pd.Categorical:
     """Short text per row: the similarities, then up to three pieces of evidence that pushed the score up
     (contribution >= 0.5 log-odds), strongest first (ties: the order of ``contrib``).
 
@@ -559,12 +559,13 @@ def _reasons(ev: Mapping[str, Any], contrib: dict[str, np.ndarray], labels: np.n
 
     Returns
     -------
-    numpy.ndarray
-        (M,) object array of str.
+    pandas.Categorical
+        (M,) the texts, each distinct one stored once (a table column of them is built, and written to CSV by
+        pyarrow, without converting millions of Python strings).
     """
     m = len(ev["neg_sim"])
     if m == 0:
-        return np.zeros(0, dtype=object)
+        return pd.Categorical([], categories=pd.Index([], dtype=object))
     # evidence that fires nowhere (a weight of 0) cannot be shown: leaving it out keeps the order of the rest
     keys = [k for k in contrib if np.any(contrib[k] >= 0.5)]
     neg = np.asarray(ev["neg_sim"], dtype=np.float64)
@@ -620,7 +621,8 @@ def _reasons(ev: Mapping[str, Any], contrib: dict[str, np.ndarray], labels: np.n
         sims = f"neg_sim {neg_text[neg_code[row]]}{' >= ' if above[row] else ' < '}pos_sim {pos_text[pos_code[row]]}; "
         shown = [piece(keys[j[row]], int(param[row])) for j, param in params if j[row] >= 0]
         texts.append(sims + ("; ".join(shown) if shown else "little evidence"))
-    return np.asarray(texts, dtype=object)[combo]
+    distinct, code_of = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+    return pd.Categorical.from_codes(code_of.reshape(-1)[combo], categories=distinct)
 
 
 @dataclass(frozen=True)

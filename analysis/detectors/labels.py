@@ -189,16 +189,18 @@ def graph_probs(
     n, n_classes = len(labels), int(labels.max()) + 1
     valid = rows >= 0
     w = np.where(valid, np.maximum(sims.astype(np.float64), 0.0), 0.0)
-    # the (N, k) votes summed per (item, class) cell, then written into one (N, C) array normalised in place
-    # (at 100k items x 2,000 classes: no second or third copy of it)
+    # the (N, k) votes summed per (item, class) cell
     cells, inverse = np.unique(
         np.arange(n, dtype=np.int64)[:, None] * n_classes + labels[np.where(valid, rows, 0)], return_inverse=True
     )
     votes = np.bincount(inverse.ravel(), weights=w.ravel(), minlength=len(cells))
-    probs = np.full(n * n_classes, smoothing / n_classes, dtype=dtype)
-    probs[cells] += votes.astype(dtype)
-    probs = probs.reshape(n, n_classes)
-    probs /= (w.sum(axis=1, keepdims=True) + smoothing).astype(dtype)
+    denom = (w.sum(axis=1) + smoothing).astype(dtype)
+    prior = np.asarray(smoothing / n_classes, dtype=dtype)
+    # one (N, C) array written once (at 100k items x 2,000 classes: no second copy, no second pass): each row's
+    # prior share, then the voted cells, each rounded as (prior + votes) / denominator in ``dtype``
+    probs = np.empty((n, n_classes), dtype=dtype)
+    probs[...] = (prior / denom)[:, None]
+    probs.reshape(-1)[cells] = (prior + votes.astype(dtype)) / denom[cells // n_classes]
     return probs
 
 
@@ -252,6 +254,96 @@ def _reason(given: str, suggested: str, p_given: float, p_sugg: float, agree: in
     else:
         text = f"the probe agrees with '{given}' (p={p_given:.2f}); {neigh}"
     return ("cleanlab flags it: " + text) if flagged else text
+
+
+def _release_cleanlab_copies() -> None:
+    """Let go of the copy of the probabilities that ``cleanlab.filter.find_label_issues`` leaves behind.
+
+    With one job (and on Linux with any number) it splits ``pred_probs`` by given label into the module globals
+    ``pred_probs_by_class`` / ``prune_count_matrix_cols`` for its workers and never clears them: a whole (N, C)
+    copy (0.8 GB at 100k items x 2,000 classes in float32) would stay alive until the next call. The next call
+    sets them again before reading them, so clearing them changes nothing in its results.
+    """
+    import cleanlab.filter
+
+    for name in ("pred_probs_by_class", "prune_count_matrix_cols"):
+        if getattr(cleanlab.filter, name, None) is not None:
+            setattr(cleanlab.filter, name, None)
+
+
+def _reasons(
+    classes: np.ndarray,
+    codes: np.ndarray,
+    best: np.ndarray,
+    p_given: np.ndarray,
+    p_sugg: np.ndarray,
+    agree: np.ndarray,
+    k: int,
+    flagged: np.ndarray,
+) -> list[str]:
+    """The :func:`_reason` of every row.
+
+    Parameters
+    ----------
+    classes : numpy.ndarray
+        (C,) class names.
+    codes, best : numpy.ndarray
+        (N,) int given and suggested class codes.
+    p_given, p_sugg : numpy.ndarray
+        (N,) probabilities of the given and the suggested class.
+    agree : numpy.ndarray
+        (N,) int neighbours (of ``k``) that carry the given label.
+    k : int
+        Neighbours looked at.
+    flagged : numpy.ndarray
+        (N,) bool cleanlab's flags.
+
+    Returns
+    -------
+    list of str
+        (N,) reasons (Python scalars throughout: the same text as formatting the NumPy ones).
+    """
+    names = [str(c) for c in classes]
+    return [
+        _reason(names[c], names[b], pg, ps, a, k, f)
+        for c, b, pg, ps, a, f in zip(
+            codes.tolist(), best.tolist(), p_given.tolist(), p_sugg.tolist(), agree.tolist(), flagged.tolist(),
+            strict=True,
+        )
+    ]
+
+
+def _neighbour_lists(rows: np.ndarray, sims: np.ndarray, item_ids: np.ndarray, labels: np.ndarray) -> dict[str, list]:
+    """Each row's found neighbours (``rows >= 0``) as Python lists: ids, labels, similarities (4 decimals).
+
+    Parameters
+    ----------
+    rows : numpy.ndarray
+        (N, k) int neighbour rows (-1: none).
+    sims : numpy.ndarray
+        (N, k) float32 similarities.
+    item_ids : numpy.ndarray
+        (N,) item id of each row.
+    labels : numpy.ndarray
+        (N,) object label of each row.
+
+    Returns
+    -------
+    dict
+        ``neighbor_ids``, ``neighbor_labels``, ``neighbor_sims``: (N,) lists of lists (made by whole-array
+        ``tolist`` calls; rows with missing neighbours shortened afterwards).
+    """
+    valid = rows >= 0
+    safe = np.where(valid, rows, 0)
+    ids = item_ids[safe].tolist()
+    names = labels[safe].tolist()
+    values = sims.astype(np.float64).round(4).tolist()
+    for i in np.flatnonzero(~valid.all(axis=1)).tolist():
+        keep = valid[i].tolist()
+        ids[i], names[i], values[i] = (
+            [v for v, ok in zip(lst[i], keep, strict=True) if ok] for lst in (ids, names, values)
+        )
+    return {"neighbor_ids": ids, "neighbor_labels": names, "neighbor_sims": values}
 
 
 def label_issues(
@@ -311,7 +403,6 @@ def label_issues(
             continue
         classes = np.array(sorted(ok_classes, key=_class_sort_key), dtype=object)
         codes = pd.Categorical(group["label"], categories=classes).codes.astype(np.int64)
-        feats = run.embeddings[group["item_id"].to_numpy()]
         if len(codes) > PROBE_MAX_ITEMS or len(codes) * len(classes) > PROBE_MAX_WORK:
             # at scale: the run's shared neighbour graph gives both the evidence and leave-one-out probabilities
             graph = run_graph(
@@ -322,16 +413,20 @@ def label_issues(
             disagree = _disagreement(rows, codes)
             probes.append(f"{modality}: kNN probabilities from the shared graph ({graph.describe()})")
         else:
+            feats = run.embeddings[group["item_id"].to_numpy()]
             probs = out_of_sample_probs(feats, codes, method=method, n_folds=n_folds, k=k, seed=seed)
             rows, sims, disagree = knn_evidence(feats, codes, k=k)
         report((g + 0.6) / len(groups))
         issues = find_label_issues(codes, probs, filter_by="prune_by_noise_rate", n_jobs=1)
+        _release_cleanlab_copies()
         quality = get_label_quality_scores(codes, probs, method="self_confidence")
         best = probs.argmax(axis=1)
         p_given = probs[np.arange(len(codes)), codes]
         p_sugg = probs[np.arange(len(codes)), best]
+        del probs  # (N, C): every later column comes from the (N,) arrays above
         item_ids = group["item_id"].to_numpy()
         n_k = rows.shape[1]
+        agree = n_k - np.rint(disagree * n_k).astype(np.int64)
         frames.append(
             pd.DataFrame(
                 {
@@ -342,25 +437,12 @@ def label_issues(
                     "suggested_label": classes[best],
                     "score": 1.0 - quality,
                     "flagged": issues,
-                    "reason": [
-                        _reason(
-                            str(classes[codes[i]]),
-                            str(classes[best[i]]),
-                            p_given[i],
-                            p_sugg[i],
-                            n_k - int(round(disagree[i] * n_k)),
-                            n_k,
-                            bool(issues[i]),
-                        )
-                        for i in range(len(codes))
-                    ],
+                    "reason": _reasons(classes, codes, best, p_given, p_sugg, agree, n_k, issues),
                     "quality": quality,
                     "p_given": p_given,
                     "p_suggested": p_sugg,
                     "knn_disagreement": disagree,
-                    "neighbor_ids": [item_ids[r[r >= 0]].tolist() for r in rows],
-                    "neighbor_labels": [classes[codes[r[r >= 0]]].tolist() for r in rows],
-                    "neighbor_sims": [s[r >= 0].astype(float).round(4).tolist() for r, s in zip(rows, sims, strict=True)],
+                    **_neighbour_lists(rows, sims, item_ids, classes[codes]),
                 }
             )
         )

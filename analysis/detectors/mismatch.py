@@ -30,7 +30,7 @@ import pandas as pd
 
 from analysis.runs.candidates import build_candidates
 from analysis.runs.folder import Run
-from analysis.search.exact import count_above, flat_index, knn, take_rows
+from analysis.search.exact import count_above, flat_index, knn, row_blocks, take_rows
 from analysis.search.graph import run_graph, run_index, vector_graph
 from analysis.search.index import SearchIndex
 from analysis.search.rule import resolve_kind
@@ -94,10 +94,48 @@ RANK_SAMPLE = 4096
 RANK_TOP_K = 32
 
 
+def _paired_dots(
+    queries: np.ndarray,
+    emb: np.ndarray,
+    ids: np.ndarray,
+    *,
+    query_rows: np.ndarray | None = None,
+    block_size: int = 16384,
+) -> np.ndarray:
+    """(E,) float32 dot product of each query row with one row of ``emb``, a block of rows at a time.
+
+    Parameters
+    ----------
+    queries : numpy.ndarray
+        (P, D) float32.
+    emb : numpy.ndarray
+        (N, D) float32 (the run's embeddings; read only).
+    ids : numpy.ndarray
+        (E,) int rows of ``emb``.
+    query_rows : numpy.ndarray, optional
+        (E,) int rows of ``queries`` (default: ``0..E-1``, then E = P).
+    block_size : int
+        Rows gathered at once: (block, D) temporaries instead of (E, D) copies of ``queries[query_rows]`` and
+        ``emb[ids]`` (views, no copies at all, where the rows of a block are consecutive).
+
+    Returns
+    -------
+    numpy.ndarray
+        (E,) float32, each equal to ``np.einsum("ij,ij->i", queries[query_rows], emb[ids])`` of whole arrays.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    out = np.empty(len(ids), dtype=np.float32)
+    for start, stop in row_blocks(len(ids), block_size, None):
+        q = queries[start:stop] if query_rows is None else take_rows(queries, query_rows[start:stop])
+        out[start:stop] = np.einsum("ij,ij->i", q, take_rows(emb, ids[start:stop]))
+    return out
+
+
 def _estimated_above(
     query_vecs: np.ndarray,
     thresholds: np.ndarray,
-    gallery_vecs: np.ndarray,
+    emb: np.ndarray,
+    gallery: np.ndarray,
     index: SearchIndex,
     *,
     seed: int = 0,
@@ -107,13 +145,32 @@ def _estimated_above(
     the approximate index, exact similarities) when the threshold lies within them, else scaled up from a
     uniform sample of ``RANK_SAMPLE`` gallery rows (relative standard error ``sqrt((1 - f) / (S f))`` for a
     rank at fraction ``f`` of the gallery: 7% at the default flag cut of 5%). The searched top, (P, RANK_TOP_K)
-    similarities and gallery rows, is left in ``top`` (keys ``sims``, ``rows``) when given."""
-    m = gallery_vecs.shape[0]
+    similarities and gallery rows, is left in ``top`` (keys ``sims``, ``rows``) when given.
+
+    Parameters
+    ----------
+    query_vecs : numpy.ndarray
+        (P, D) float32 queries.
+    thresholds : numpy.ndarray
+        (P,) float32 similarity each query's count is taken above.
+    emb : numpy.ndarray
+        (N, D) float32 run embeddings; only the sampled gallery rows are gathered.
+    gallery : numpy.ndarray
+        (M,) int64 item ids of the gallery (the rows of ``index``).
+    index : SearchIndex
+        Index over the gallery.
+    """
+    m = len(gallery)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(m, size=min(RANK_SAMPLE, m), replace=False))
+    sample_vecs = emb[gallery[sample]]
 
     def scaled(rows: np.ndarray) -> np.ndarray:
-        sampled = count_above(query_vecs[rows], gallery_vecs[sample], thresholds[rows], block_size=4096)
+        # count_above's own 4096-query blocks, gathered one block at a time (never a (P, D) copy)
+        sampled = np.empty(len(rows), dtype=np.int64)
+        for start, stop in row_blocks(len(rows), 4096, None):
+            part = rows[start:stop]
+            sampled[start:stop] = count_above(query_vecs[part], sample_vecs, thresholds[part], block_size=4096)
         return np.rint(sampled * (m / len(sample))).astype(np.int64)
 
     if index.kind == "exact":
@@ -146,35 +203,66 @@ def _ranks(
 ) -> np.ndarray:
     """(P,) 1-based rank of each pair's target item among ``gallery`` for its query vector, leaving out the
     pair's ``excluded`` couples (see :func:`_exclusions`): exact, or estimated (:func:`_estimated_above`)
-    when ``index`` is an approximate index over the gallery (its searched top then left in ``top``)."""
-    thresholds = np.einsum("ij,ij->i", query_vecs, emb[targets]) + _EPS
+    when ``index`` is an approximate index over the gallery (its searched top then left in ``top``).
+
+    Parameters
+    ----------
+    query_vecs : numpy.ndarray
+        (P, D) float32 query of each pair.
+    targets : numpy.ndarray
+        (P,) int64 item id ranked for each pair.
+    gallery : numpy.ndarray
+        (M,) int64 item ids ranked among.
+    excluded : tuple of numpy.ndarray
+        (E,) pair rows and (E,) item ids left out of those pairs' ranks.
+    emb : numpy.ndarray
+        (N, D) float32 run embeddings (read only).
+    """
+    thresholds = _paired_dots(query_vecs, emb, targets) + _EPS
     if index is not None and (estimate or index.kind != "exact"):
-        above = _estimated_above(query_vecs, thresholds, take_rows(emb, gallery), index, top=top)
+        above = _estimated_above(query_vecs, thresholds, emb, gallery, index, top=top)
         progress(1.0)
     else:
         above = count_above(query_vecs, take_rows(emb, gallery), thresholds, block_size=block_size, progress=progress)
     rows, items = excluded
     if len(rows):
-        sims = np.einsum("ij,ij->i", query_vecs[rows], emb[items])
+        sims = _paired_dots(query_vecs, emb, items, query_rows=rows)
         above -= np.bincount(rows, weights=sims > thresholds[rows], minlength=len(targets)).astype(np.int64)
     return 1 + np.maximum(above, 0)
 
 
 def _prototypes(
-    side: np.ndarray, other: np.ndarray, k: int, *, graph_rows: np.ndarray | None = None, kind: str = "auto"
+    side: np.ndarray,
+    other: np.ndarray,
+    k: int,
+    *,
+    graph_rows: np.ndarray | None = None,
+    kind: str = "auto",
+    block_size: int = 8192,
 ) -> np.ndarray:
     """(P, D) for each pair: the normalised mean of ``other`` over the ``k`` pairs nearest on ``side``.
 
     Parameters
     ----------
     side, other : numpy.ndarray
-        (P, D) the embeddings of each pair's item on the searched side and on the voting side.
+        (P, D) the embeddings of each pair's item on the searched side and on the voting side (read only).
     k : int
         Neighbouring pairs (the pair itself left out).
     graph_rows : numpy.ndarray, optional
         (P, >= k) the neighbouring pairs already known (from the run's shared graph when every pair has its
         own item on ``side``); default: searched here, exactly or approximately as ``kind`` says ('auto': the
         rule picks from the work).
+    kind : str
+        The search when ``graph_rows`` is not given.
+    block_size : int
+        Pairs summed at once: one (P, D) float32 result and (block, D) temporaries, never a (P, k, D) gather
+        (1.5 GB at 100k pairs x 384 dims) nor a second (P, D) array.
+
+    Returns
+    -------
+    numpy.ndarray
+        (P, D) float32 unit rows (zero where no neighbour was found); the neighbours are added in their
+        order, in float32, so every block gives the same numbers as one pass over all pairs.
     """
     n = side.shape[0]
     k = max(1, min(int(k), n - 1))
@@ -187,16 +275,18 @@ def _prototypes(
         rows = rows[keep].reshape(n, k)
     else:
         rows, _, _, _, _ = vector_graph(side, k, kind=kind)
-    # column by column: never a (P, k, D) temporary (1.5 GB at 100k pairs x 384 dims)
     proto = np.zeros((n, other.shape[1]), dtype=np.float32)
-    for j in range(rows.shape[1]):
-        col = rows[:, j]
-        found = col >= 0
-        if found.all():
-            proto += other[col]
-        else:
-            proto[found] += other[col[found]]
-    return (proto / np.maximum(np.linalg.norm(proto, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    for start, stop in row_blocks(n, block_size, None):
+        acc = proto[start:stop]
+        for j in range(rows.shape[1]):
+            col = rows[start:stop, j]
+            found = col >= 0
+            if found.all():
+                acc += other[col]
+            else:
+                acc[found] += other[col[found]]
+        acc /= np.maximum(np.linalg.norm(acc, axis=1, keepdims=True), 1e-12)
+    return proto
 
 
 def _pair_graph(run: Run, side_items: np.ndarray, k: int, *, kind: str = "auto") -> np.ndarray | None:
@@ -217,14 +307,39 @@ def _best_other(
     emb: np.ndarray,
     query_items: np.ndarray,
     gallery: np.ndarray,
-    excluded: dict[int, set[int]],
+    excluded: tuple[np.ndarray, np.ndarray],
     *,
     k: int,
     index: SearchIndex | None = None,
     searched: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best gallery item of each query that is not the query itself nor one of its excluded items (among its
-    ``k`` nearest: ``searched`` (similarities, gallery rows) when already known, else searched here)."""
+    ``k`` nearest: ``searched`` (similarities, gallery rows) when already known, else searched here).
+
+    Parameters
+    ----------
+    emb : numpy.ndarray
+        (N, D) float32 run embeddings.
+    query_items : numpy.ndarray
+        (Q,) int64 item ids of the queries.
+    gallery : numpy.ndarray
+        (M,) int64 item ids searched among (the rows of ``index``).
+    excluded : tuple of numpy.ndarray
+        (E,) query item ids and (E,) gallery item ids: couples never taken as that query's best.
+    k : int
+        Neighbours looked through.
+    index : SearchIndex, optional
+        Index over the gallery (default: exact search).
+    searched : tuple of numpy.ndarray, optional
+        (Q, >= k) float32 similarities and int64 gallery rows (-1: none) already searched.
+
+    Returns
+    -------
+    best_id : numpy.ndarray
+        (Q,) int64 item id of the first eligible neighbour, -1 when none among the ``k``.
+    best_sim : numpy.ndarray
+        (Q,) float32 its similarity, NaN when none.
+    """
     if searched is not None and searched[1].shape[1] >= k:
         sims, rows = searched[0][:, :k], searched[1][:, :k]
     else:
@@ -233,16 +348,25 @@ def _best_other(
             if index is not None
             else knn(emb[query_items], flat_index(emb[gallery]), k)
         )
-    best_id = np.full(len(query_items), -1, dtype=np.int64)
-    best_sim = np.full(len(query_items), np.nan, dtype=np.float32)
-    for i, q in enumerate(query_items):
-        skip = excluded.get(int(q), set())
-        for s, r in zip(sims[i], rows[i], strict=True):
-            g = int(gallery[r]) if r >= 0 else -1
-            if g < 0 or g == int(q) or g in skip:
-                continue
-            best_id[i], best_sim[i] = g, s
-            break
+    queries = np.asarray(query_items, dtype=np.int64)
+    found = rows >= 0
+    items = np.where(found, np.asarray(gallery, dtype=np.int64)[np.where(found, rows, 0)], -1)
+    eligible = found & (items != queries[:, None])
+    ex_q, ex_t = (np.asarray(a, dtype=np.int64) for a in excluded)
+    if len(ex_q) and items.size:
+        # (query, item) couples as one int64 key each; ids are below 2**31, so keys never overflow
+        base = int(max(items.max(), ex_t.max(), 0)) + 1
+        keys = np.unique(ex_q * base + ex_t)
+        couples = queries[:, None] * base + items
+        at = np.minimum(np.searchsorted(keys, couples), len(keys) - 1)
+        eligible &= keys[at] != couples
+    n = len(queries)
+    first = eligible.argmax(axis=1) if eligible.shape[1] else np.zeros(n, dtype=np.int64)
+    has = eligible[np.arange(n), first] if eligible.shape[1] else np.zeros(n, dtype=bool)
+    best_id = np.full(n, -1, dtype=np.int64)
+    best_sim = np.full(n, np.nan, dtype=np.float32)
+    best_id[has] = items[has, first[has]]
+    best_sim[has] = sims[has, first[has]]
     return best_id, best_sim
 
 
@@ -330,7 +454,8 @@ def mismatched_pairs(
     def step(lo: float, hi: float) -> Callable[[float], None]:
         return lambda f: report(lo + (hi - lo) * f)
 
-    a_vecs, p_vecs = emb[anchors], emb[positives]
+    # views of the memory-mapped run where the ids are consecutive rows (else gathered copies); read only
+    a_vecs, p_vecs = take_rows(emb, anchors), take_rows(emb, positives)
     # Exact ranks while the rule says the work (pairs x gallery x dims) is small; above it, an approximate
     # index over each gallery (recall measured on a sample) serves the top of each ranking and a gallery
     # sample estimates the rest.
@@ -351,30 +476,30 @@ def mismatched_pairs(
     if n_pairs > 1:
         k_nb = max(1, min(int(k_neighbors), n_pairs - 1))
         nb_a = _pair_graph(run, anchors, k_nb, kind=search)
-        proto_a = _prototypes(a_vecs, p_vecs, k_neighbors, graph_rows=nb_a, kind=search)
-        nbr_rank_a = _ranks(proto_a, positives, gallery_p, ex_a2p, emb, progress=step(0.4, 0.6), index=idx_p, **opts)
+        proto = _prototypes(a_vecs, p_vecs, k_neighbors, graph_rows=nb_a, kind=search)
+        nbr_rank_a = _ranks(proto, positives, gallery_p, ex_a2p, emb, progress=step(0.4, 0.6), index=idx_p, **opts)
+        del proto  # (P, D): its memory serves the other side's prototypes
         nb_p = _pair_graph(run, positives, k_nb, kind=search)
-        proto_p = _prototypes(p_vecs, a_vecs, k_neighbors, graph_rows=nb_p, kind=search)
-        nbr_rank_p = _ranks(proto_p, anchors, gallery_a, ex_p2a, emb, progress=step(0.6, 0.8), index=idx_a, **opts)
+        proto = _prototypes(p_vecs, a_vecs, k_neighbors, graph_rows=nb_p, kind=search)
+        nbr_rank_p = _ranks(proto, anchors, gallery_a, ex_p2a, emb, progress=step(0.6, 0.8), index=idx_a, **opts)
+        del proto
     else:  # a single pair has no neighbours to vote: no evidence either way
         nbr_rank_a = nbr_rank_p = np.ones(n_pairs, dtype=np.int64)
 
-    # Best other candidate of each anchor, best other anchor of each positive.
-    pos_of_anchor: dict[int, set[int]] = {}
-    anc_of_positive: dict[int, set[int]] = {}
-    for a, p in set(zip(anchors.tolist(), positives.tolist(), strict=True)):
-        pos_of_anchor.setdefault(a, set()).add(p)
-        anc_of_positive.setdefault(p, set()).add(a)
+    # Best other candidate of each anchor, best other anchor of each positive (never one of its own pairs').
+    couples = np.unique(np.stack([anchors, positives], axis=1), axis=0)  # distinct (anchor, positive)
     uniq_a, first_a, inv_a = np.unique(anchors, return_index=True, return_inverse=True)
-    k_a = k_best + max(len(s) for s in pos_of_anchor.values())
+    k_a = k_best + int(np.unique(couples[:, 0], return_counts=True)[1].max())
     found_a = (top_a["sims"][first_a], top_a["rows"][first_a]) if top_a else None
-    best_id_u, best_sim_u = _best_other(emb, uniq_a, gallery_p, pos_of_anchor, k=k_a, index=idx_p, searched=found_a)
+    best_id_u, best_sim_u = _best_other(
+        emb, uniq_a, gallery_p, (couples[:, 0], couples[:, 1]), k=k_a, index=idx_p, searched=found_a
+    )
     report(0.9)
     uniq_p, first_p, inv_p = np.unique(positives, return_index=True, return_inverse=True)
-    k_p = k_best + max(len(s) for s in anc_of_positive.values())
+    k_p = k_best + int(np.unique(couples[:, 1], return_counts=True)[1].max())
     found_p = (top_p["sims"][first_p], top_p["rows"][first_p]) if top_p else None
     best_anchor_u, best_anchor_sim_u = _best_other(
-        emb, uniq_p, gallery_a, anc_of_positive, k=k_p, index=idx_a, searched=found_p
+        emb, uniq_p, gallery_a, (couples[:, 1], couples[:, 0]), k=k_p, index=idx_a, searched=found_p
     )
 
     mutual = np.sqrt(rank_a2p.astype(np.float64) * rank_p2a)
