@@ -8,7 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.detectors.labels import knn_evidence, label_issues, labelled_items, out_of_sample_probs
+from analysis.detectors.labels import (
+    _neighbour_lists,
+    _reason,
+    _reasons,
+    _release_cleanlab_copies,
+    graph_probs,
+    knn_evidence,
+    label_issues,
+    labelled_items,
+    out_of_sample_probs,
+)
 from analysis.errors import NegScopeError
 from analysis.runs.folder import Run, load_run, write_run
 from tests.synthetic import make_synthetic_run
@@ -49,6 +59,87 @@ def test_knn_evidence_matches_a_slow_reference() -> None:
         np.testing.assert_array_equal(rows[i], order)
         np.testing.assert_allclose(sims[i], s[order], atol=1e-5)
         assert disagree[i] == pytest.approx(np.mean(labels[order] != labels[i]))
+
+
+def _graph_with_gaps(seed: int, n: int = 40, k: int = 6, n_classes: int = 5):
+    """Random neighbour rows (some -1, some negative similarities) and labels of ``n`` items."""
+    rng = np.random.default_rng(seed)
+    rows = np.stack([rng.choice(np.delete(np.arange(n), i), size=k, replace=False) for i in range(n)])
+    rows[rng.random((n, k)) < 0.15] = -1
+    rows[3] = -1  # an item without any neighbour: the uniform prior alone
+    sims = rng.uniform(-0.3, 1.0, size=(n, k)).astype(np.float32)
+    labels = rng.integers(0, n_classes, size=n)
+    labels[:n_classes] = np.arange(n_classes)  # every class present
+    return rows, sims, labels
+
+
+def test_graph_probs_match_a_float64_reference() -> None:
+    rows, sims, labels = _graph_with_gaps(0)
+    n, n_classes, smoothing = len(labels), int(labels.max()) + 1, 0.7
+    want = np.zeros((n, n_classes))
+    for i in range(n):
+        votes, total = np.zeros(n_classes), 0.0
+        for r, s in zip(rows[i], sims[i], strict=True):
+            if r >= 0:
+                votes[labels[r]] += max(float(s), 0.0)
+                total += max(float(s), 0.0)
+        want[i] = (votes + smoothing / n_classes) / (total + smoothing)
+    got64 = graph_probs(rows, sims, labels, smoothing=smoothing)
+    got32 = graph_probs(rows, sims, labels, smoothing=smoothing, dtype=np.float32)
+    assert got64.dtype == np.float64 and got32.dtype == np.float32 and got32.shape == (n, n_classes)
+    np.testing.assert_allclose(got64, want, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(got32, want, rtol=2e-7, atol=0)
+    np.testing.assert_allclose(want[3], 1.0 / n_classes)
+    np.testing.assert_allclose(got64.sum(axis=1), 1.0, rtol=1e-12)
+
+
+def test_neighbour_lists_and_reasons_equal_the_row_by_row_reference() -> None:
+    rows, sims, codes = _graph_with_gaps(1)
+    classes = np.array(["a", "b", "7", "d'x", "e"], dtype=object)
+    item_ids = np.arange(len(codes)) * 3 + 100
+    got = _neighbour_lists(rows, sims, item_ids, classes[codes])
+    for i, (r, s) in enumerate(zip(rows, sims, strict=True)):
+        assert got["neighbor_ids"][i] == item_ids[r[r >= 0]].tolist()
+        assert got["neighbor_labels"][i] == classes[codes[r[r >= 0]]].tolist()
+        assert got["neighbor_sims"][i] == s[r >= 0].astype(float).round(4).tolist()
+    assert got["neighbor_ids"][3] == [] and got["neighbor_sims"][3] == []
+    rng = np.random.default_rng(2)
+    n, k = len(codes), rows.shape[1]
+    probs = rng.dirichlet(np.ones(len(classes)), size=n).astype(np.float32)
+    best = probs.argmax(axis=1)
+    p_given, p_sugg = probs[np.arange(n), codes], probs[np.arange(n), best]
+    disagree = rng.integers(0, k + 1, size=n) / k
+    flagged = rng.random(n) < 0.3
+    agree = k - np.rint(disagree * k).astype(np.int64)
+    # the reference: NumPy scalars straight from the arrays, as each row was formatted before
+    want = [
+        _reason(
+            str(classes[codes[i]]),
+            str(classes[best[i]]),
+            p_given[i],
+            p_sugg[i],
+            k - int(round(disagree[i] * k)),
+            k,
+            bool(flagged[i]),
+        )
+        for i in range(n)
+    ]
+    assert _reasons(classes, codes, best, p_given, p_sugg, agree, k, flagged) == want
+    assert any(text.startswith("cleanlab flags it: ") for text in want)
+
+
+def test_cleanlab_copies_are_released_without_changing_results() -> None:
+    import cleanlab.filter
+    from cleanlab.filter import find_label_issues
+
+    rows, sims, labels = _graph_with_gaps(3, n=60, k=8, n_classes=4)
+    probs = graph_probs(rows, sims, labels, dtype=np.float32)
+    first = find_label_issues(labels, probs, filter_by="prune_by_noise_rate", n_jobs=1)
+    assert cleanlab.filter.pred_probs_by_class is not None  # the copy cleanlab leaves behind
+    _release_cleanlab_copies()
+    assert cleanlab.filter.pred_probs_by_class is None and cleanlab.filter.prune_count_matrix_cols is None
+    again = find_label_issues(labels, probs, filter_by="prune_by_noise_rate", n_jobs=1)
+    np.testing.assert_array_equal(first, again)
 
 
 def test_probabilities_are_out_of_sample() -> None:

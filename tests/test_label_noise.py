@@ -12,7 +12,7 @@ import pytest
 from analysis.cli import main
 from analysis.detectors.duplicates import near_duplicate_anchors
 from analysis.detectors.label_noise import FLAG_COLUMNS, KINDS, detect_label_noise, evaluate_on_truth
-from analysis.detectors.mismatch import default_flag_rank, mismatched_pairs
+from analysis.detectors.mismatch import _best_other, _paired_dots, _prototypes, default_flag_rank, mismatched_pairs
 from analysis.runs.folder import Run, load_run, write_run
 from analysis.search.exact import count_above
 from tests.synthetic import make_synthetic_run
@@ -150,6 +150,70 @@ def test_mismatch_ranks_match_brute_force(tmp_path: Path, one_modality: bool, sh
         assert row.gap == pytest.approx(emb[row.anchor_id] @ emb[best] - row.pos_sim, abs=1e-5)
 
 
+def test_prototypes_in_blocks_equal_one_pass_and_a_float64_reference() -> None:
+    rng = np.random.default_rng(4)
+    n, dim, k = 50, 6, 4
+    side = rng.normal(size=(n, dim)).astype(np.float32)
+    other = rng.normal(size=(n, dim)).astype(np.float32)
+    rows = np.stack([rng.choice(np.delete(np.arange(n), i), size=k, replace=False) for i in range(n)])
+    rows[rng.random((n, k)) < 0.2] = -1
+    rows[5] = -1  # no neighbour found: a zero prototype
+    one_pass = _prototypes(side, other, k, graph_rows=rows, block_size=n)
+    blocked = _prototypes(side, other, k, graph_rows=rows, block_size=7)
+    np.testing.assert_array_equal(blocked, one_pass)
+    assert blocked.dtype == np.float32 and blocked.shape == (n, dim)
+    for i in range(n):
+        found = rows[i][rows[i] >= 0]
+        mean = other[found].astype(np.float64).sum(axis=0)
+        want = mean / np.linalg.norm(mean) if len(found) else np.zeros(dim)
+        np.testing.assert_allclose(blocked[i], want, atol=1e-6)
+
+
+def test_paired_dots_match_a_float64_reference() -> None:
+    rng = np.random.default_rng(5)
+    emb = rng.normal(size=(30, 8)).astype(np.float32)
+    queries = rng.normal(size=(20, 8)).astype(np.float32)
+    ids = rng.integers(0, 30, size=20)
+    got = _paired_dots(queries, emb, ids, block_size=6)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.einsum("ij,ij->i", queries, emb[ids]))
+    np.testing.assert_allclose(got, (queries.astype(np.float64) * emb[ids].astype(np.float64)).sum(axis=1), atol=1e-5)
+    query_rows = rng.integers(0, 20, size=45)
+    items = rng.integers(0, 30, size=45)
+    picked = _paired_dots(queries, emb, items, query_rows=query_rows, block_size=4)
+    np.testing.assert_allclose(
+        picked, (queries[query_rows].astype(np.float64) * emb[items].astype(np.float64)).sum(axis=1), atol=1e-5
+    )
+
+
+def test_best_other_matches_a_slow_reference() -> None:
+    rng = np.random.default_rng(6)
+    gallery = np.array([2, 5, 7, 11, 13, 17, 19, 23, 29, 31])
+    queries = np.array([5, 40, 41, 42, 43, 44])  # 5 is also a gallery item: never its own best
+    k = 5
+    rows = np.stack([rng.permutation(len(gallery))[:k] for _ in queries])
+    rows[2, 1:] = -1
+    rows[4] = -1  # nothing searched: no best
+    sims = np.sort(rng.random((len(queries), k)).astype(np.float32), axis=1)[:, ::-1]
+    excluded = {40: {int(gallery[rows[1, 0]]), int(gallery[rows[1, 1]])}, 41: {int(gallery[rows[2, 0]])}, 44: {99}}
+    ex_q = np.array([q for q, items in excluded.items() for _ in items])
+    ex_t = np.array([t for items in excluded.values() for t in items])
+    got_id, got_sim = _best_other(
+        np.zeros((100, 2), np.float32), queries, gallery, (ex_q, ex_t), k=k, searched=(sims, rows)
+    )
+    for i, q in enumerate(queries):  # the first searched item that is neither the query nor excluded for it
+        options = [
+            (int(gallery[r]), s)
+            for r, s in zip(rows[i], sims[i], strict=True)
+            if r >= 0 and int(gallery[r]) != q and int(gallery[r]) not in excluded.get(int(q), set())
+        ]
+        if options:
+            assert (got_id[i], got_sim[i]) == options[0]
+        else:
+            assert got_id[i] == -1 and np.isnan(got_sim[i])
+    assert got_id[2] == -1 and got_id[4] == -1 and got_id[1] == gallery[rows[1, 2]]
+
+
 def test_mismatch_flags_planted_pairs_and_explains(tmp_path: Path) -> None:
     # 30 classes: each smaller than the default cut (5% of the candidates), as the docstring advises
     run, truth = make_synthetic_run(tmp_path / "run", n_pairs=400, n_classes=30, noise=0.15, mismatch_rate=0.06, seed=5)
@@ -251,6 +315,16 @@ def test_table_has_every_examined_row_sorted_within_kind(tmp_path: Path) -> None
     assert summary.loc["label", "flagged"] == int(labels["flagged"].sum())
     only = detect_label_noise(run, kinds=["duplicate"]).table()
     assert set(only["kind"]) == {"duplicate"}
+
+
+def test_released_indexes_change_nothing_but_the_memo(tmp_path: Path) -> None:
+    run, _ = make_synthetic_run(tmp_path / "run", n_pairs=120, seed=9)
+    kept = detect_label_noise(run, search="ivf")
+    assert run._cache.get("search_indexes")  # the mismatched-pair step's gallery indexes, memoised
+    fresh = load_run(run.path)
+    released = detect_label_noise(fresh, search="ivf", keep_indexes=False)
+    assert not fresh._cache.get("search_indexes")
+    pd.testing.assert_frame_equal(released.table(), kept.table())
 
 
 def test_evaluate_on_truth_matches_slow_metrics(tmp_path: Path) -> None:

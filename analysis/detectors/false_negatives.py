@@ -245,7 +245,6 @@ class _Search:
     anchors: np.ndarray  # (A,) anchor item ids
     neighbours: np.ndarray  # (A, R) item ids, -1 = none
     ranks: np.ndarray  # (A, R) 1-based rank after exclusions, 0 = excluded
-    sims: np.ndarray  # (A, R) float32 anchor . neighbour, as the search computed it
     description: str
     info: dict = field(default_factory=dict)  # search_info() of the index searched
 
@@ -304,10 +303,9 @@ def _neighbour_search(
     k = min(depth + max_excluded, len(corpus_ids))
     neighbours = np.full((len(anchors), k), -1, dtype=np.int64)
     ranks = np.zeros((len(anchors), k), dtype=np.int64)
-    sims = np.zeros((len(anchors), k), dtype=np.float32)
     # (block, k) temporaries, not (A, k) ones: fresh memory is slow (page faults), on a VM most of all
     for start, stop in row_blocks(len(anchors), SEARCH_BLOCK, progress):
-        sims[start:stop], rows = index.search(emb[anchors[start:stop]], k)
+        _, rows = index.search(emb[anchors[start:stop]], k)
         found = np.where(rows >= 0, corpus_ids[np.maximum(rows, 0)], -1)
         keys = _pair_keys(np.repeat(anchors[start:stop], k), found.ravel(), n)
         excluded = (_in_sorted(keys, exclude_keys) | (found.ravel() < 0)).reshape(found.shape)
@@ -315,12 +313,7 @@ def _neighbour_search(
         rank[rank > depth] = 0
         neighbours[start:stop], ranks[start:stop] = found, rank
     return _Search(
-        anchors=anchors,
-        neighbours=neighbours,
-        ranks=ranks,
-        sims=sims,
-        description=index.describe(),
-        info=search_info(index),
+        anchors=anchors, neighbours=neighbours, ranks=ranks, description=index.describe(), info=search_info(index)
     )
 
 
@@ -991,7 +984,7 @@ def _csls_evidence(
             continue
         sel = (search.ranks >= 1) & (search.ranks <= k)
         a_row, col = np.nonzero(sel)
-        sims = search.sims[a_row, col].astype(np.float64)  # as searched (exact inner products of the found)
+        sims = row_dots(r.emb, search.anchors[a_row], r.emb, search.neighbours[a_row, col])
         mean_a = np.bincount(a_row, weights=sims, minlength=len(search.anchors)) / np.maximum(
             np.bincount(a_row, minlength=len(search.anchors)), 1
         )

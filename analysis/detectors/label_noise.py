@@ -180,7 +180,7 @@ def detect_label_noise(
     if not -1.0 <= float(duplicate_threshold) <= 1.0:
         raise NegScopeError(f"duplicate_threshold is a cosine in [-1, 1], got {duplicate_threshold}")
     report = progress or (lambda _f: None)
-    steps = [kind for kind in ("label", "mismatched_pair", "duplicate") if kind in kinds]
+    steps = [kind for kind in KINDS if kind in kinds]
     results: dict[str, pd.DataFrame] = {}
     for i, kind in enumerate(steps):
 
