@@ -61,7 +61,6 @@ from typing import Any
 import faiss
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score
 
 from analysis.errors import NegScopeError
 from analysis.runs.candidates import build_candidates, row_dots
@@ -1471,6 +1470,8 @@ def quality_on_truth(result: pd.DataFrame, truth: pd.DataFrame, *, k: int = 100)
         ``n``, ``false_negatives``, ``auprc``, ``auprc_baseline``, ``precision_at_k``,
         ``precision_at_k_baseline``, ``k``, ``prevalence`` (AUPRC of a random ranking).
     """
+    from sklearn.metrics import average_precision_score  # here: importing scikit-learn takes ~1 s
+
     t = truth[["pair_id", "negative_id", "is_false_negative"]].rename(columns={"negative_id": "candidate_id"})
     t = t.drop_duplicates(["pair_id", "candidate_id"])
     r = result[["pair_id", "candidate_id", "score", "sim_diff"]]

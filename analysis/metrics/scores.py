@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from analysis.metrics.retrieval import has_reverse, rank_kinds, retrieval_metrics, retrieval_ranks
 from analysis.runs.candidates import Candidates, build_candidates
@@ -86,8 +85,13 @@ def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
     neg = np.asarray(neg, dtype=np.float64).ravel()
     if not len(pos) or not len(neg):
         return float("nan")
-    ranks = rankdata(np.concatenate([pos, neg]), method="average")
-    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0
+    if np.isnan(pos).any() or np.isnan(neg).any():
+        return float("nan")
+    # Mann-Whitney U by counting: the negatives below each positive, ties counting a half (exact in float64)
+    neg = np.sort(neg)
+    below = np.searchsorted(neg, pos, side="left")
+    tied = np.searchsorted(neg, pos, side="right") - below
+    u = float(below.sum()) + 0.5 * float(tied.sum())
     return float(u / (len(pos) * len(neg)))
 
 
