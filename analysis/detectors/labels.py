@@ -331,13 +331,16 @@ def _neighbour_lists(rows: np.ndarray, sims: np.ndarray, item_ids: np.ndarray, l
     -------
     dict
         ``neighbor_ids``, ``neighbor_labels``, ``neighbor_sims``: (N,) lists of lists (made by whole-array
-        ``tolist`` calls; rows with missing neighbours shortened afterwards).
+        ``tolist`` calls; rows with missing neighbours shortened afterwards). Equal values are one shared
+        Python object (one int per item, one float per distinct rounded similarity), not one per list entry:
+        at 100k items x 10 neighbours, 2 million fewer small objects.
     """
     valid = rows >= 0
     safe = np.where(valid, rows, 0)
-    ids = item_ids[safe].tolist()
+    ids = np.array(item_ids.tolist(), dtype=object)[safe].tolist()
     names = labels[safe].tolist()
-    values = sims.astype(np.float64).round(4).tolist()
+    distinct, which = np.unique(sims.astype(np.float64).round(4), return_inverse=True)
+    values = np.array(distinct.tolist(), dtype=object)[which.reshape(rows.shape)].tolist()
     for i in np.flatnonzero(~valid.all(axis=1)).tolist():
         keep = valid[i].tolist()
         ids[i], names[i], values[i] = (
