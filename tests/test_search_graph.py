@@ -244,3 +244,38 @@ def test_label_noise_cli_says_which_search_ran_and_can_force_exact(
     with pytest.raises(SystemExit) as stop:
         main(["label-noise", str(run.path), "--index", "annoy"])
     assert stop.value.code == 2
+
+
+def test_cells_of_items_are_cached_and_fill_a_later_index_the_same_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later process filling an index over the same cells (any item set of the modality) reads each row's cell
+    from the run folder instead of assigning it again: the same index, the same neighbours."""
+    import analysis.search.index as index_module
+    from analysis.search.graph import run_index
+    from analysis.search.index import build_index, ivf_assignments, ivf_centroids
+
+    run, _ = make_synthetic_run(tmp_path / "run", n_pairs=300, dim=16, two_modalities=False)
+    items = np.arange(len(run.items))
+    subset = items[items % 10 != 0]  # another item set, as many cells (the shared cells need the same count)
+    first = run_index(run, items, kind="ivf", n_queries=len(items))
+    cells = ivf_centroids(first.index)
+    # the cells each row went to, read back from the lists, are the quantizer's nearest centroid
+    _, nearest = first.index.quantizer.search(run.embeddings[items], 1)
+    np.testing.assert_array_equal(ivf_assignments(first.index), nearest[:, 0])
+    assert len(list((Path(run.path) / CACHE_DIR).glob("assign-*.npy"))) == 1
+
+    given: list[bool] = []
+    real = index_module.build_ivf
+    monkeypatch.setattr(
+        index_module, "build_ivf", lambda *a, **kw: given.append(kw.get("assign") is not None) or real(*a, **kw)
+    )
+    later = run_index(load_run(run.path), subset, kind="ivf", n_queries=len(subset))
+    assert given == [True]  # filled from the cached cells of its rows
+    fresh = build_index(run.embeddings[subset], kind="ivf", n_queries=len(subset), start_depth=1, centroids=cells)
+    assert given == [True, False]
+    np.testing.assert_array_equal(ivf_assignments(later.index), ivf_assignments(fresh.index))
+    queries = run.embeddings[subset[:60]]
+    later.index.nprobe = fresh.index.nprobe = 2
+    for got, want in zip(later.search(queries, 5), fresh.search(queries, 5), strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
+from faiss.contrib.ivf_tools import add_preassigned
 
 from analysis.search.blas import exact_kernel
 from analysis.search.exact import flat_index, hnsw_index, knn, torch_knn
@@ -170,13 +171,16 @@ def build_ivf(
     train_size: int | None = None,
     seed: int = 0,
     centroids: np.ndarray | None = None,
+    assign: np.ndarray | None = None,
 ) -> faiss.IndexIVFFlat:
     """Train and fill an inner-product ``IndexIVFFlat`` over ``corpus`` (M, D) float32.
 
     ``nlist`` defaults to :func:`default_nlist` (a power of two at or below ``4 sqrt(M)``); k-means
     (``IVF_KMEANS_ITER`` iterations) is trained on ``train_size`` rows (default ``IVF_ROWS_PER_CELL * nlist``,
     faiss's recommended minimum, at most M) drawn at random. ``centroids`` (nlist, D) float32 from an earlier
-    training on the same rows (:func:`ivf_centroids`) skip the training.
+    training on the same rows (:func:`ivf_centroids`) skip the training; ``assign`` (M,) the cell of each row
+    under those centroids (:func:`ivf_assignments` of an earlier index) skips assigning the rows to cells too
+    (the rows go to the same cells, in the same order: the same index).
     """
     corpus = np.ascontiguousarray(corpus, dtype=np.float32)
     n, d = corpus.shape
@@ -195,9 +199,29 @@ def build_ivf(
         index.is_trained = True
     else:
         index.train(sample)
+        assign = None  # cells of its own: an assignment to other cells does not hold
+    if assign is not None:
+        assign = np.ascontiguousarray(assign, dtype=np.int64)
+        if assign.shape != (n,) or (n and (assign.min() < 0 or assign.max() >= nlist)):
+            assign = None
     for start in range(0, n, 65536):
-        index.add(corpus[start : start + 65536])
+        if assign is None:
+            index.add(corpus[start : start + 65536])
+        else:
+            add_preassigned(index, corpus[start : start + 65536], assign[start : start + 65536])
     return index
+
+
+def ivf_assignments(index: faiss.Index) -> np.ndarray:
+    """(M,) int64 the cell (inverted list) of each row of a filled IVF index, read from its lists."""
+    ivf = faiss.extract_index_ivf(index)
+    out = np.full(int(ivf.ntotal), -1, dtype=np.int64)
+    lists = ivf.invlists
+    for list_no in range(int(ivf.nlist)):
+        size = int(lists.list_size(list_no))
+        if size:
+            out[faiss.rev_swig_ptr(lists.get_ids(list_no), size)] = list_no
+    return out
 
 
 def ivf_centroids(index: faiss.Index) -> np.ndarray:
@@ -244,6 +268,7 @@ def build_index(
     hnsw_m: int = 32,
     seed: int = 0,
     centroids: np.ndarray | None = None,
+    assign: np.ndarray | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> SearchIndex:
     """Build the index to search ``corpus`` (M, D) float32 with, measuring an approximate one's recall.
@@ -272,6 +297,8 @@ def build_index(
         IVF cells (default :func:`default_nlist`: a power of two at or below ``4 sqrt(M)``); HNSW links per node.
     centroids : numpy.ndarray, optional
         (nlist, D) IVF centroids of an earlier training on the same corpus (the run folder's cache): no training.
+    assign : numpy.ndarray, optional
+        (M,) each row's cell under ``centroids`` (the run folder's cache): the rows are not assigned again.
     progress : callable, optional
         Called with the fraction done.
 
@@ -307,7 +334,7 @@ def build_index(
     if progress is not None:
         progress(0.0)
     if kind == "ivf":
-        index = build_ivf(corpus, nlist=nlist, seed=seed, centroids=centroids)
+        index = build_ivf(corpus, nlist=nlist, seed=seed, centroids=centroids, assign=assign)
         params: dict = {"nlist": int(index.nlist)}
         start, limit = start_depth or 1, int(index.nlist)
     else:
