@@ -12,7 +12,8 @@ import pytest
 from analysis.cli import main
 from analysis.detectors.duplicates import near_duplicate_anchors
 from analysis.detectors.label_noise import FLAG_COLUMNS, KINDS, detect_label_noise, evaluate_on_truth
-from analysis.detectors.mismatch import _best_other, _paired_dots, _prototypes, default_flag_rank, mismatched_pairs
+from analysis.detectors.mismatch import _best_other, _prototypes, default_flag_rank, mismatched_pairs
+from analysis.runs.candidates import row_dots
 from analysis.runs.folder import Run, load_run, write_run
 from analysis.search.exact import count_above
 from tests.synthetic import make_synthetic_run
@@ -169,18 +170,18 @@ def test_prototypes_in_blocks_equal_one_pass_and_a_float64_reference() -> None:
         np.testing.assert_allclose(blocked[i], want, atol=1e-6)
 
 
-def test_paired_dots_match_a_float64_reference() -> None:
+def test_row_dots_in_blocks_match_whole_arrays_and_a_float64_reference() -> None:
+    """The mismatch thresholds' dots: blocked, yet cast to float32 they equal one einsum over whole arrays."""
     rng = np.random.default_rng(5)
     emb = rng.normal(size=(30, 8)).astype(np.float32)
     queries = rng.normal(size=(20, 8)).astype(np.float32)
     ids = rng.integers(0, 30, size=20)
-    got = _paired_dots(queries, emb, ids, block_size=6)
-    assert got.dtype == np.float32
+    got = row_dots(queries, np.arange(20), emb, ids, block=6).astype(np.float32)
     np.testing.assert_array_equal(got, np.einsum("ij,ij->i", queries, emb[ids]))
     np.testing.assert_allclose(got, (queries.astype(np.float64) * emb[ids].astype(np.float64)).sum(axis=1), atol=1e-5)
     query_rows = rng.integers(0, 20, size=45)
     items = rng.integers(0, 30, size=45)
-    picked = _paired_dots(queries, emb, items, query_rows=query_rows, block_size=4)
+    picked = row_dots(queries, query_rows, emb, items, block=4)
     np.testing.assert_allclose(
         picked, (queries[query_rows].astype(np.float64) * emb[items].astype(np.float64)).sum(axis=1), atol=1e-5
     )

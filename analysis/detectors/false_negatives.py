@@ -822,14 +822,15 @@ def _cluster_evidence(r: _RunArrays, s: Settings, p: np.ndarray, c: np.ndarray) 
 
 def _cached_cells(r: _RunArrays, s: Settings, modality: str, ids: np.ndarray) -> np.ndarray:
     """(len(ids),) int64 :func:`cluster_items` cells of the items ``ids``, cached in the run folder (``RUN/cache/``,
-    keyed by the item set, a sample of its embeddings, the cell count and the seed) beside the neighbour graphs."""
+    keyed by the item set, a sample of its embeddings, the cell count, the training rows per cell and the seed)
+    beside the neighbour graphs."""
     if r.run is None:
         return cluster_items(take_rows(r.emb, ids), n_clusters=s.n_clusters, seed=s.seed)
     from analysis.search.graph import CACHE_DIR, _digest, _write_array
 
     k = default_n_clusters(len(ids)) if s.n_clusters is None else int(max(1, min(s.n_clusters, len(ids))))
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(modality))[:40] or "items"
-    path = Path(r.run.path) / CACHE_DIR / f"cells-{safe}-k{k}-seed{int(s.seed)}-{_digest(r.run, ids)}.npy"
+    path = Path(r.run.path) / CACHE_DIR / f"cells-{safe}-k{k}-r{KMEANS_ROWS_PER_CELL}-seed{int(s.seed)}-{_digest(r.run, ids)}.npy"
     try:
         cells = np.load(path, allow_pickle=False)
         if cells.shape == (len(ids),) and cells.dtype == np.int64:

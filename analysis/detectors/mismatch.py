@@ -28,7 +28,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from analysis.runs.candidates import build_candidates
+from analysis.runs.candidates import build_candidates, row_dots
 from analysis.runs.folder import Run
 from analysis.search.exact import count_above, flat_index, knn, row_blocks, take_rows
 from analysis.search.graph import run_graph, run_index, vector_graph
@@ -92,43 +92,6 @@ def _exclusions(queries: np.ndarray, targets: np.ndarray, gallery: np.ndarray) -
 RANK_SAMPLE = 4096
 #: Neighbours fetched per query (through the approximate index) within which a rank is counted, not sampled.
 RANK_TOP_K = 32
-
-
-def _paired_dots(
-    queries: np.ndarray,
-    emb: np.ndarray,
-    ids: np.ndarray,
-    *,
-    query_rows: np.ndarray | None = None,
-    block_size: int = 16384,
-) -> np.ndarray:
-    """(E,) float32 dot product of each query row with one row of ``emb``, a block of rows at a time.
-
-    Parameters
-    ----------
-    queries : numpy.ndarray
-        (P, D) float32.
-    emb : numpy.ndarray
-        (N, D) float32 (the run's embeddings; read only).
-    ids : numpy.ndarray
-        (E,) int rows of ``emb``.
-    query_rows : numpy.ndarray, optional
-        (E,) int rows of ``queries`` (default: ``0..E-1``, then E = P).
-    block_size : int
-        Rows gathered at once: (block, D) temporaries instead of (E, D) copies of ``queries[query_rows]`` and
-        ``emb[ids]`` (views, no copies at all, where the rows of a block are consecutive).
-
-    Returns
-    -------
-    numpy.ndarray
-        (E,) float32, each equal to ``np.einsum("ij,ij->i", queries[query_rows], emb[ids])`` of whole arrays.
-    """
-    ids = np.asarray(ids, dtype=np.int64)
-    out = np.empty(len(ids), dtype=np.float32)
-    for start, stop in row_blocks(len(ids), block_size, None):
-        q = queries[start:stop] if query_rows is None else take_rows(queries, query_rows[start:stop])
-        out[start:stop] = np.einsum("ij,ij->i", q, take_rows(emb, ids[start:stop]))
-    return out
 
 
 def _estimated_above(
@@ -218,7 +181,8 @@ def _ranks(
     emb : numpy.ndarray
         (N, D) float32 run embeddings (read only).
     """
-    thresholds = _paired_dots(query_vecs, emb, targets) + _EPS
+    # blocked row dots (no (P, D) gather), float32 as one einsum over whole arrays would give
+    thresholds = row_dots(query_vecs, np.arange(len(targets)), emb, targets).astype(np.float32) + _EPS
     if index is not None and (estimate or index.kind != "exact"):
         above = _estimated_above(query_vecs, thresholds, emb, gallery, index, top=top)
         progress(1.0)
@@ -226,7 +190,7 @@ def _ranks(
         above = count_above(query_vecs, take_rows(emb, gallery), thresholds, block_size=block_size, progress=progress)
     rows, items = excluded
     if len(rows):
-        sims = _paired_dots(query_vecs, emb, items, query_rows=rows)
+        sims = row_dots(query_vecs, rows, emb, items).astype(np.float32)
         above -= np.bincount(rows, weights=sims > thresholds[rows], minlength=len(targets)).astype(np.int64)
     return 1 + np.maximum(above, 0)
 
