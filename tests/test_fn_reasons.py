@@ -41,7 +41,7 @@ def test_two_decimals_equal_python_format_on_boundaries_and_specials() -> None:
             halves,
             np.nextafter(halves, np.inf),
             np.nextafter(halves, -np.inf),
-            [0.0, -0.0, -0.004, 0.004, -0.005, 0.005, 1.0, -1.0, 123.456, -98765.4321, np.nan, np.inf, -np.inf],
+            [0.0, -0.0, -0.004, 0.004, -0.005, 0.005, 1.0, -1.0, 123.456, -98765.4321, 3e16, -1e200, np.nan, np.inf, -np.inf],
         ]
     )
     codes, strings = _two_decimals(values)

@@ -506,19 +506,26 @@ REASON_TEXT = {
 def _two_decimals(values: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """``format(v, ".2f")`` of every value as (M,) int64 codes into a list of distinct strings.
 
-    The value rounded to hundredths picks the string; a value within rounding error of a half-hundredth, and
-    anything not finite, is formatted by Python itself, so every string is exactly ``format(v, ".2f")``."""
+    The value rounded to hundredths picks the string; a value within rounding error of a half-hundredth, one
+    too large for exact integer hundredths, and anything not finite is formatted by Python itself, so every
+    string is exactly ``format(v, ".2f")``."""
     v = np.asarray(values, dtype=np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         scaled = v * 100.0
-        hundredths = np.rint(scaled)
-        ambiguous = ~np.isfinite(scaled) | (np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) < 1e-6)
-    hundredths = np.where(ambiguous, 0.0, hundredths)
-    # (hundredths, sign of a zero, row of an ambiguous value) -> one string each
-    key = np.where(ambiguous, -1 - np.arange(len(v)), 2 * np.abs(hundredths) + (np.signbit(v) & ~ambiguous))
-    key = np.where(ambiguous | (hundredths >= 0), key, -key - 2 * len(v) - 2)
-    codes, first = _factorize(key)
-    strings = [format(float(x), ".2f") for x in v[first].tolist()]
+        odd = (
+            ~np.isfinite(scaled)
+            | (np.abs(scaled) > 2.0**52)
+            | (np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) < 1e-6)
+        )
+    regular = np.flatnonzero(~odd)
+    hundredths = np.rint(scaled[regular]).astype(np.int64)
+    codes = np.empty(len(v), dtype=np.int64)
+    # one key per string: the hundredths, and a zero's sign ("-0.00")
+    codes[regular], first = _factorize(2 * hundredths + ((hundredths == 0) & np.signbit(v[regular])))
+    strings = [format(x, ".2f") for x in v[regular[first]].tolist()]
+    rest = np.flatnonzero(odd)  # each its own string
+    codes[rest] = len(strings) + np.arange(len(rest))
+    strings += [format(x, ".2f") for x in v[rest].tolist()]
     return codes, strings
 
 
@@ -526,9 +533,8 @@ def _factorize(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(M,) int64 code of each key among the distinct ones (first seen first) and (U,) each one's first row."""
     codes, _ = pd.factorize(np.asarray(key, dtype=np.int64), sort=False)
     codes = codes.astype(np.int64)
-    first = np.full(int(codes.max()) + 1 if len(codes) else 0, -1, dtype=np.int64)
-    first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
-    return codes, first
+    _, first = np.unique(codes, return_index=True)  # codes are 0..U-1: first[c] is code c's first row
+    return codes, first.astype(np.int64)
 
 
 def _combine(*codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1347,9 +1353,10 @@ def find_false_negatives(
 
     def total(contrib: dict[str, np.ndarray]) -> np.ndarray:
         # the terms added in order, as a sum over their stacked rows would, without the (T, M) stack
-        acc = np.zeros(m)
-        for i, term in enumerate(contrib.values()):
-            acc = term.copy() if i == 0 else np.add(acc, term, out=acc)
+        terms = list(contrib.values())
+        acc = terms[0].copy() if terms else np.zeros(m)
+        for term in terms[1:]:
+            acc += term
         return s.weights.bias + acc
 
     contrib = _contributions(ev, cands.source, s.weights)

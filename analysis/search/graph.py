@@ -431,6 +431,7 @@ def run_index(
                     break
                 except (OSError, ValueError):
                     centroids = None
+        assign = None if centroids is None else _cached_assignments(run, centroids, item_ids)
         found = build_index(
             take_rows(run.embeddings, item_ids),
             kind=kind,
@@ -439,7 +440,7 @@ def run_index(
             start_depth=1,
             seed=seed,
             centroids=centroids,
-            assign=None if centroids is None else _cached_assignments(run, centroids, item_ids),
+            assign=assign,
             progress=progress,
         )
         if found.kind == "ivf" and cache:
@@ -448,7 +449,8 @@ def run_index(
                 _write_array(cells, trained)
                 if not shared.exists():
                     _write_array(shared, trained)
-            _remember_assignments(run, trained, item_ids, ivf_assignments(found.index))
+            if assign is None:  # the rows' cells, computed by this fill: kept for the next one
+                _remember_assignments(run, trained, item_ids, ivf_assignments(found.index))
         memo[key] = found
     elif progress is not None:
         progress(1.0)
